@@ -1,0 +1,1 @@
+//! Draining of request bodies the handler left unread.
