@@ -5,5 +5,4 @@
 pub mod drain;
 pub mod lingering;
 
-pub use drain::{DrainBody, DrainBodyLayer, DrainBodyService};
 // lingering re-exports (owned by the lingering work):
