@@ -5,4 +5,10 @@
 pub mod drain;
 pub mod lingering;
 
+pub use drain::{DrainBody, DrainBodyLayer, DrainBodyService};
+
 // lingering re-exports (owned by the lingering work):
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::DrainBodyService;
+
+/// Drains what a handler left unread of a request body, so that HTTP/1.1
+/// connections stay usable.
+///
+/// Apply it around any tower service that takes `http::Request<B>` and
+/// answers with `http::Response<_>`: an axum `Router`, a `service_fn` served
+/// by hyper, and so on. See the [module documentation](crate::drain) for what
+/// happens to each request.
+///
+/// | setting | default | builder |
+/// |---|---|---|
+/// | bytes drained at most after the response | 256 KiB (Go: 256 KiB, gunicorn: 64 KiB) | [`new`](Self::new) |
+/// | total time spent draining | 5 s (nginx `lingering_timeout`: 5 s) | [`timeout`](Self::timeout) |
+/// | response waits for the drain | no (nginx); yes in Go | [`wait_for_drain`](Self::wait_for_drain) |
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use linger::DrainBodyLayer;
+///
+/// let layer = DrainBodyLayer::new(256 * 1024).timeout(Duration::from_secs(2));
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainBodyLayer {
+    pub(crate) limit: u64,
+    pub(crate) timeout: Duration,
+    pub(crate) wait_for_drain: bool,
+}
+
+impl DrainBodyLayer {
+    /// The default byte limit: 256 KiB, the same as Go's `net/http`.
+    pub const DEFAULT_LIMIT: u64 = 256 * 1024;
+    /// The default drain deadline: 5 s, nginx's `lingering_timeout`.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Drains at most `limit` bytes of what the handler left unread.
+    ///
+    /// A body whose declared remainder is larger is not read at all: the
+    /// response gets `Connection: close` instead. `0` never drains anything
+    /// that has not already arrived.
+    pub const fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            timeout: Self::DEFAULT_TIMEOUT,
+            wait_for_drain: false,
+        }
+    }
+
+    /// Total time allowed for draining one request body, counted from the
+    /// moment the inner service has produced its response.
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Hold the response back until the drain has finished or given up
+    /// (Go's behaviour), instead of releasing it at once and draining
+    /// alongside (nginx's behaviour, the default).
+    ///
+    /// Waiting lets the layer add `Connection: close` when the drain gives up,
+    /// as RFC 9110 §10.1.1 recommends, at the price of delaying early answers
+    /// to slow clients by up to the [`timeout`](Self::timeout).
+    pub const fn wait_for_drain(mut self, wait: bool) -> Self {
+        self.wait_for_drain = wait;
+        self
+    }
+}
+
+impl Default for DrainBodyLayer {
+    /// 256 KiB within 5 s, response released at once.
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_LIMIT)
+    }
+}
+
+impl<S> Layer<S> for DrainBodyLayer {
+    type Service = DrainBodyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DrainBodyService::new(inner, *self)
+    }
+}

@@ -1,0 +1,87 @@
+use std::task::{Context, Poll};
+
+use http::{header, HeaderMap, Method, Request, Response, Version};
+use http_body::Body;
+use tower_service::Service;
+
+use super::future::Watch;
+use super::{DrainBody, DrainBodyLayer, ResponseFuture};
+
+/// The service made by [`DrainBodyLayer`]: hands the inner service a
+/// [`DrainBody`] and drains what it leaves unread.
+#[derive(Clone, Debug)]
+pub struct DrainBodyService<S> {
+    inner: S,
+    config: DrainBodyLayer,
+}
+
+impl<S> DrainBodyService<S> {
+    /// Wraps `inner` with the settings of `config`.
+    pub fn new(inner: S, config: DrainBodyLayer) -> Self {
+        Self { inner, config }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for DrainBodyService<S>
+where
+    S: Service<Request<DrainBody<B>>, Response = Response<ResBody>>,
+    B: Body + Unpin + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if !needs_watch(&request) {
+            let request = request.map(DrainBody::untracked);
+            return ResponseFuture::untracked(self.inner.call(request));
+        }
+        // RFC 9110 §10.1.1: HTTP/1.0 has no 100 Continue; hyper ignores it too.
+        let expects_continue = request.version() == Version::HTTP_11
+            && header_has_token(request.headers(), header::EXPECT, "100-continue");
+        let (parts, body) = request.into_parts();
+        let (body, handoff) = DrainBody::tracked(body);
+        let watch = Watch::new(handoff, self.config, expects_continue);
+        ResponseFuture::watched(self.inner.call(Request::from_parts(parts, body)), watch)
+    }
+}
+
+/// Whether a leftover body could hold up this HTTP/1 connection.
+///
+/// HTTP/2 and later end a stream without touching the connection, upgraded
+/// connections belong to the handler, and an empty body has nothing left.
+fn needs_watch<B: Body>(request: &Request<B>) -> bool {
+    request.version() < Version::HTTP_2
+        && request.method() != Method::CONNECT
+        && !request.headers().contains_key(header::UPGRADE)
+        && !request.body().is_end_stream()
+}
+
+/// Whether a comma-separated header such as `Connection` lists `token`.
+pub(crate) fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
