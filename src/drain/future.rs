@@ -132,15 +132,31 @@ where
     B: Body + Unpin + Send + 'static,
 {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        tracing::debug!(outcome = "upgrade", "request body left to the upgrade");
+        tracing::debug!(
+            outcome = "upgrade",
+            bytes_drained = 0u64,
+            elapsed_ms = 0u64,
+            "request body left to the upgraded connection"
+        );
         return None;
     }
     let Some(Returned { body, progress }) = watch.handoff.take() else {
-        tracing::debug!(outcome = "held", "request body still held by the service");
+        tracing::debug!(
+            outcome = "held",
+            bytes_drained = 0u64,
+            elapsed_ms = 0u64,
+            "request body still held by the service; not waiting for it"
+        );
         return None;
     };
     if progress.ended || body.is_end_stream() {
-        tracing::trace!(outcome = "read", bytes_read = progress.bytes_read);
+        tracing::debug!(
+            outcome = "read",
+            bytes_read = progress.bytes_read,
+            bytes_drained = 0u64,
+            elapsed_ms = 0u64,
+            "request body read to the end by the service"
+        );
         return None;
     }
     let config = watch.config;

@@ -55,9 +55,7 @@ where
             let request = request.map(DrainBody::untracked);
             return ResponseFuture::untracked(self.inner.call(request));
         }
-        // RFC 9110 §10.1.1: HTTP/1.0 has no 100 Continue; hyper ignores it too.
-        let expects_continue = request.version() == Version::HTTP_11
-            && header_has_token(request.headers(), header::EXPECT, "100-continue");
+        let expects_continue = expects_continue(&request);
         let (parts, body) = request.into_parts();
         let (body, handoff) = DrainBody::tracked(body);
         let watch = Watch::new(handoff, self.config, expects_continue);
@@ -74,6 +72,20 @@ fn needs_watch<B: Body>(request: &Request<B>) -> bool {
         && request.method() != Method::CONNECT
         && !request.headers().contains_key(header::UPGRADE)
         && !request.body().is_end_stream()
+}
+
+/// Whether hyper holds back `100 Continue` until the body is polled.
+///
+/// Mirrors hyper's reading: HTTP/1.1 only (RFC 9110 §10.1.1 has HTTP/1.0
+/// ignore it), the last `Expect` value, compared whole.
+fn expects_continue<B>(request: &Request<B>) -> bool {
+    request.version() == Version::HTTP_11
+        && request
+            .headers()
+            .get_all(header::EXPECT)
+            .iter()
+            .next_back()
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Whether a comma-separated header such as `Connection` lists `token`.
