@@ -193,6 +193,16 @@ where
         return None;
     }
 
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        mark_close(response);
+        tracing::debug!(
+            outcome = "no_runtime",
+            bytes_drained = drainer.drained(),
+            elapsed_ms = 0u64,
+            "cannot drain outside a tokio runtime; closing after the response"
+        );
+        return None;
+    };
     let deadline = Instant::now() + config.timeout;
     if config.wait_for_drain {
         return Some(Waiting {
@@ -200,24 +210,13 @@ where
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
         });
     }
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            tracing::debug!(
-                outcome = "draining",
-                bytes_drained = drainer.drained(),
-                timeout_ms = config.timeout.as_millis() as u64,
-                "response released; draining the rest of the request body alongside"
-            );
-            runtime.spawn(drain_in_background(drainer, deadline));
-        }
-        Err(_) => {
-            mark_close(response);
-            tracing::debug!(
-                outcome = "no_runtime",
-                "cannot drain outside a tokio runtime"
-            );
-        }
-    }
+    tracing::debug!(
+        outcome = "draining",
+        bytes_drained = drainer.drained(),
+        timeout_ms = config.timeout.as_millis() as u64,
+        "response released; draining the rest of the request body alongside"
+    );
+    runtime.spawn(drain_in_background(drainer, deadline));
     None
 }
 

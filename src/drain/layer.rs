@@ -43,8 +43,9 @@ impl DrainBodyLayer {
     /// Drains at most `limit` bytes of what the handler left unread.
     ///
     /// A body whose declared remainder is larger is not read at all: the
-    /// response gets `Connection: close` instead. `0` never drains anything
-    /// that has not already arrived.
+    /// response gets `Connection: close` instead, as in Go. With `0` nothing
+    /// is ever drained: every request whose body was left unfinished is
+    /// answered with `Connection: close`.
     pub const fn new(limit: u64) -> Self {
         Self {
             limit,

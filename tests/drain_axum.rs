@@ -1,0 +1,87 @@
+//! axum: the layer on a `Router` (route layer) and around the whole `Router`.
+//!
+//! "Fails on plain axum" was checked with `LINGER_TEST_WITHOUT_LAYER=1`.
+
+mod common;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::routing;
+use axum::Router;
+use common::*;
+use linger::DrainBodyLayer;
+use tokio::net::TcpListener;
+use tower::Layer;
+
+fn router() -> Router {
+    Router::new()
+        // No body extractor: axum never touches the body.
+        .route("/ignore", routing::post(|| async { "ignored" }))
+        .route(
+            "/consume",
+            routing::post(|body: String| async move { format!("consumed {}", body.len()) }),
+        )
+}
+
+fn layer() -> DrainBodyLayer {
+    DrainBodyLayer::default().timeout(Duration::from_secs(2))
+}
+
+/// On one connection: `POST /ignore` (handler without extractor) and
+/// `POST /missing` (404), each with a body sent only after the response,
+/// then `POST /consume`: all answered on the same socket.
+/// Plain axum: closes after the first early response — fails.
+async fn ignored_bodies_keep_connection(addr: SocketAddr) {
+    let mut client = Client::connect(addr).await;
+
+    client.send(post_head("/ignore", 5000)).await;
+    let res = client.response().await;
+    assert_ok(&res, "ignored");
+    assert!(!res.has_close(), "{res:?}");
+    client.send([b'x'; 5000]).await;
+
+    client.send(post_head("/missing", 5000)).await;
+    let res = client.response().await;
+    assert_eq!(res.status, 404, "{res:?}");
+    assert!(!res.has_close(), "{res:?}");
+    client.send([b'y'; 5000]).await;
+
+    client.send(post("/consume", b"a=b&x=y")).await;
+    assert_ok(&client.response().await, "consumed 7");
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// `Router::layer(DrainBodyLayer)`, served by `axum::serve(listener, app)`.
+#[tokio::test]
+async fn router_layer() {
+    let app = if layer_enabled() {
+        router().layer(layer())
+    } else {
+        router()
+    };
+    let (listener, addr) = bind().await;
+    tokio::spawn(axum::serve(listener, app).into_future());
+    ignored_bodies_keep_connection(addr).await;
+}
+
+/// The layer wrapped around the whole `Router`:
+/// `axum::serve(listener, ServiceExt::into_make_service(layer.layer(router)))`.
+#[tokio::test]
+async fn layer_around_router() {
+    let (listener, addr) = bind().await;
+    if layer_enabled() {
+        let app = layer().layer(router());
+        let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+        tokio::spawn(axum::serve(listener, make).into_future());
+    } else {
+        tokio::spawn(axum::serve(listener, router()).into_future());
+    }
+    ignored_bodies_keep_connection(addr).await;
+}

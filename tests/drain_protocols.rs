@@ -1,0 +1,273 @@
+//! HTTP/1.0, HTTP/2, upgrades and a real client (curl).
+//!
+//! "Fails on plain hyper" was checked with `LINGER_TEST_WITHOUT_LAYER=1`.
+
+mod common;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use linger::DrainBodyLayer;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const KIB: usize = 1024;
+
+/// HTTP/1.0 without keep-alive, 64 KiB body the handler ignores, 1 MiB
+/// response read only after a 200 ms pause: an `HTTP/1.0 200` that is not
+/// keep-alive, all of the body, then a clean EOF (the layer drained the
+/// request body, within the limit, before hyper closed).
+/// Plain hyper: closes with the request body unread → RST discards the
+/// unsent tail of the response — fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_ignored_body_then_clean_close() {
+    let server = serve(DrainBodyLayer::default(), ignore_or_consume).await;
+    let mut client = Client::connect(server.addr).await;
+
+    let head = format!(
+        "POST /big HTTP/1.0\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        64 * KIB
+    );
+    let res = big_response_then_clean_eof(&mut client, &head).await;
+    assert_eq!(res.version, "HTTP/1.0");
+    assert!(
+        !res.header("connection")
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("keep-alive")),
+        "{res:?}"
+    );
+}
+
+/// HTTP/1.0 with `Connection: keep-alive`, body sent after the response:
+/// the response says `keep-alive`, the layer drains the body and a second
+/// HTTP/1.0 request is answered on the same connection.
+/// Plain hyper: closes after the first response — fails.
+#[tokio::test]
+async fn http10_keep_alive_ignored_body_is_drained() {
+    let server = serve(DrainBodyLayer::default(), ignore_or_consume).await;
+    let mut client = Client::connect(server.addr).await;
+    let head = |path: &str, len: usize| {
+        format!(
+            "POST {path} HTTP/1.0\r\nHost: test\r\nConnection: keep-alive\r\n\
+             Content-Length: {len}\r\n\r\n"
+        )
+    };
+
+    client.send(head("/ignore", 5000)).await;
+    let res = client.response().await;
+    assert_ok(&res, "ignored");
+    assert_eq!(res.version, "HTTP/1.0");
+    assert_eq!(res.header("connection"), ["keep-alive"], "{res:?}");
+    client.send([b'x'; 5000]).await;
+    client.send(head("/consume", 7) + "a=b&x=y").await;
+    let res = client.response().await;
+    assert_ok(&res, "consumed 7");
+    assert_eq!(res.header("connection"), ["keep-alive"], "{res:?}");
+}
+
+type H2Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A request body fed through a channel; it ends when the sender is dropped.
+struct ChannelBody(mpsc::UnboundedReceiver<Bytes>);
+
+fn channel_body() -> (mpsc::UnboundedSender<Bytes>, ChannelBody) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, ChannelBody(rx))
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|data| data.map(|d| Ok(http_body::Frame::data(d))))
+    }
+}
+
+/// HTTP/2 (prior knowledge, real hyper client), waiting mode with a 2 s
+/// deadline: a request whose body never ends is answered at once (the layer
+/// leaves HTTP/2 alone: nothing to wait for), the layer adds no
+/// `Connection` header (checked as the response leaves the layer, since
+/// hyper's HTTP/2 encoder would strip it), and the next request on the same
+/// HTTP/2 connection works.
+/// Plain hyper behaves the same: guards against the layer treating HTTP/2
+/// like HTTP/1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_is_left_alone() {
+    let layer = DrainBodyLayer::new(1024)
+        .timeout(Duration::from_secs(2))
+        .wait_for_drain(true);
+    let server = serve_with(Proto::Http2, layer, ignore_or_consume).await;
+    let tcp = step("connect", TcpStream::connect(server.addr))
+        .await
+        .unwrap();
+    let (mut send, conn) = step(
+        "h2 handshake",
+        hyper::client::conn::http2::handshake::<_, _, H2Body>(
+            TokioExecutor::new(),
+            TokioIo::new(tcp),
+        ),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+
+    // A body far above the limit that never ends (the sender stays alive).
+    let (body_tx, body) = channel_body();
+    body_tx.send(Bytes::from(vec![b'x'; 4 * KIB])).unwrap();
+    let req = Request::post(format!("http://{}/ignore", server.addr))
+        .header(header::CONTENT_LENGTH, 1024 * KIB)
+        .body(body.boxed_unsync())
+        .unwrap();
+    let start = Instant::now();
+    let res = step("h2 first request", send.send_request(req))
+        .await
+        .unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get(header::CONNECTION).is_none());
+    let bytes = step("h2 body", res.into_body().collect()).await.unwrap();
+    assert_eq!(bytes.to_bytes(), "ignored");
+
+    step("h2 ready", send.ready()).await.unwrap();
+    let req = Request::post(format!("http://{}/consume", server.addr))
+        .body(Full::new(Bytes::from_static(b"a=b&x=y")).boxed_unsync())
+        .unwrap();
+    let res = step("h2 second request", send.send_request(req))
+        .await
+        .unwrap();
+    let bytes = step("h2 body", res.into_body().collect()).await.unwrap();
+    assert_eq!(bytes.to_bytes(), "consumed 7");
+
+    assert_eq!(server.connection_headers(), [None, None]);
+    drop(body_tx);
+}
+
+/// Handler that accepts `Upgrade: echo` (101) and `CONNECT` (200) and echoes
+/// the upgraded stream. It needs the request's extensions (hyper's
+/// `OnUpgrade`), which the layer must keep.
+async fn echo_upgrade(mut req: TestRequest) -> TestResponse {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = on_upgrade.await.expect("upgrade");
+        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+        let _ = tokio::io::copy(&mut rd, &mut wr).await;
+    });
+    if req.method() == http::Method::CONNECT {
+        return Response::new(Full::default());
+    }
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "echo")
+        .body(Full::default())
+        .unwrap()
+}
+
+/// `Upgrade` request answered with 101 passes through the layer (waiting
+/// mode, to catch any waiting on it) and the upgraded stream echoes.
+/// Plain hyper: same (guard).
+#[tokio::test]
+async fn upgrade_101_passes_through() {
+    let layer = DrainBodyLayer::default()
+        .timeout(Duration::from_secs(2))
+        .wait_for_drain(true);
+    let server = serve(layer, echo_upgrade).await;
+    let mut client = Client::connect(server.addr).await;
+
+    client
+        .send("GET /up HTTP/1.1\r\nHost: test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await;
+    let res = client.response().await;
+    assert_eq!(res.status, 101, "{res:?}");
+    assert!(!res.has_close(), "{res:?}");
+    client.send("ping over upgraded stream").await;
+    assert_eq!(
+        client.read_exact_raw(25).await,
+        b"ping over upgraded stream"
+    );
+}
+
+/// `CONNECT` answered with 200 passes through and the tunnel echoes.
+/// Plain hyper: same (guard).
+#[tokio::test]
+async fn connect_tunnel_passes_through() {
+    let layer = DrainBodyLayer::default()
+        .timeout(Duration::from_secs(2))
+        .wait_for_drain(true);
+    let server = serve(layer, echo_upgrade).await;
+    let mut client = Client::connect(server.addr).await;
+
+    client
+        .send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .await;
+    let res = client.response_head().await;
+    assert_eq!(res.status, 200, "{res:?}");
+    client.send("tunnelled bytes").await;
+    assert_eq!(client.read_exact_raw(15).await, b"tunnelled bytes");
+}
+
+/// Real client: curl sends two POSTs with `--next` (the first a 64 KiB body
+/// the handler ignores); the second transfer reuses the connection
+/// (`num_connects` 1 then 0). Skipped if curl is not on PATH.
+/// Plain hyper: closes after the first response, curl reconnects — fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reuses_connection() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl not found on PATH: skipping");
+        return;
+    }
+    let server = serve(DrainBodyLayer::default(), ignore_or_consume).await;
+    let body = std::env::temp_dir().join(format!("linger-drain-{}.bin", server.addr.port()));
+    std::fs::write(&body, vec![b'c'; 64 * KIB]).unwrap();
+
+    let base = format!("http://{}", server.addr);
+    let out = step(
+        "curl",
+        tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{num_connects}\n",
+                "-H",
+                "Expect:",
+            ])
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(format!("{base}/ignore"))
+            .args(["--next", "-s", "-o", "/dev/null", "-w", "%{num_connects}\n"])
+            .args(["--data-binary", "a=b&x=y"])
+            .arg(format!("{base}/consume"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let _ = std::fs::remove_file(&body);
+    assert!(out.status.success(), "curl failed: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n0\n");
+    assert_eq!(server.served(), ["POST /ignore", "POST /consume"]);
+}
