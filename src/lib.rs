@@ -6,3 +6,6 @@ pub mod drain;
 pub mod lingering;
 
 // lingering re-exports (owned by the lingering work):
+#[cfg(feature = "axum")]
+pub use lingering::PeerAddr;
+pub use lingering::{LingerConfig, LingerGroup, LingerStats, LingeringIo, LingeringListener};
