@@ -339,3 +339,41 @@ async fn local_wraps_borrowed_io() {
     step("shutdown", io.shutdown()).await.unwrap();
     assert_eq!(io.group().stats().peer_eof, 1);
 }
+
+/// A dropped connection lingers in a background task within the same bounds, and beyond
+/// the cap it is closed plainly without spawning anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_path_respects_bounds_and_cap() {
+    let group = LingerGroup::new(
+        LingerConfig::new()
+            .with_max_lingering(1)
+            .with_idle_timeout(Duration::from_millis(200)),
+    );
+    let (server, mut stuck) = tcp_pair().await;
+    step("client writes", stuck.write_all(b"unread"))
+        .await
+        .unwrap();
+    drop(group.wrap(server));
+    assert_eq!(group.stats().background, 1);
+
+    // The one slot is taken: the next drop closes at once.
+    let (server, mut other) = tcp_pair().await;
+    step("client writes", other.write_all(b"unread"))
+        .await
+        .unwrap();
+    drop(group.wrap(server));
+    let stats = group.stats();
+    assert_eq!((stats.skipped, stats.background), (1, 1));
+
+    // The stuck peer still gets a FIN, and the background close ends at the idle timeout.
+    let mut rest = Vec::new();
+    step("stuck client sees FIN", stuck.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    wait_until("background close ends", || group.stats().background == 0).await;
+    let stats = group.stats();
+    assert_eq!(
+        (stats.idle_timeout, stats.bytes_discarded, stats.lingering),
+        (1, 6, 0)
+    );
+}
