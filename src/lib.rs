@@ -1,14 +1,49 @@
-//! linger: keep HTTP/1.1 connections usable and responses intact.
+//! Keep HTTP/1.1 connections usable and responses intact in hyper, tower and
+//! axum servers.
+//!
+//! Two moments quietly break HTTP/1.1 servers:
+//!
+//! - **A handler answers without reading the whole request body.** hyper
+//!   then drops keep-alive and closes the connection, often with a reset that
+//!   destroys the response. [`DrainBodyLayer`] reads and discards the rest,
+//!   bounded in bytes and time, so the connection stays usable.
+//! - **The server closes while the client still has data in flight.** Linux
+//!   answers unread input with a reset and throws away the unsent response.
+//!   [`LingeringIo`] closes in stages (FIN, read until the client's FIN or a
+//!   bound, then close), and [`LingeringListener`] applies it to every
+//!   accepted connection.
+//!
+//! Use both together:
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # async fn run() -> std::io::Result<()> {
+//! use axum::{routing::post, Router};
+//! use linger::{DrainBodyLayer, LingeringListener};
+//!
+//! let app = Router::new()
+//!     .route("/upload", post(|| async { "rejected without reading the body" }))
+//!     .layer(DrainBodyLayer::new(256 * 1024));
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(LingeringListener::new(tcp), app).await
+//! # }
+//! ```
+//!
+//! The [`drain`] and [`lingering`] modules explain each part in detail. The
+//! `axum` feature implements `axum::serve::Listener` for
+//! [`LingeringListener`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod drain;
 pub mod lingering;
 
 pub use drain::{DrainBody, DrainBodyLayer, DrainBodyService};
+#[cfg(feature = "axum")]
+pub use lingering::PeerAddr;
+pub use lingering::{LingerConfig, LingerGroup, LingerStats, LingeringIo, LingeringListener};
 
-// lingering re-exports (owned by the lingering work):
-
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

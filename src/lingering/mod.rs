@@ -1,1 +1,69 @@
-//! Staged close of connections.
+//! Staged close of connections (RFC 9112 §9.6).
+//!
+//! When a server closes a TCP socket whose receive queue holds unread bytes, or bytes
+//! arrive after the close, Linux answers with RST and throws away the unsent part of the
+//! response: the client sees "connection reset by peer" instead of the early 413, the
+//! error page, or the tail of a large `Connection: close` response. hyper closes with a
+//! plain `poll_shutdown` and drops the IO.
+//!
+//! [`LingeringIo`] closes in stages instead: flush, half-close (FIN), read and throw away
+//! until the client's EOF or a bound ([`LingerConfig`]), then close. Connections made from
+//! one [`LingerGroup`] (or one [`LingeringListener`]) share a cap on how many linger at
+//! once, and counters ([`LingerStats`]). Each close ends with a `debug` tracing event
+//! carrying `outcome` (`peer_eof`, `idle_timeout`, `total_timeout`, `byte_cap`, `error`
+//! or `skipped`), `bytes_discarded`, `elapsed_ms` and `drop_path`.
+//!
+//! # With hyper
+//!
+//! Wrap the stream before `TokioIo`, or before the TLS acceptor when there is one:
+//!
+//! ```no_run
+//! use hyper::{server::conn::http1, service::service_fn, Response};
+//! use hyper_util::rt::TokioIo;
+//! use linger::{LingerConfig, LingerGroup};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let group = LingerGroup::new(LingerConfig::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! loop {
+//!     let (stream, _) = listener.accept().await?;
+//!     let io = TokioIo::new(group.wrap(stream));
+//!     tokio::spawn(async move {
+//!         let service = service_fn(|_req| async {
+//!             Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
+//!         });
+//!         let _ = http1::Builder::new().serve_connection(io, service).await;
+//!     });
+//! }
+//! # }
+//! ```
+//!
+//! # With axum (feature `axum`)
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # async fn run() -> std::io::Result<()> {
+//! use axum::{routing::post, Router};
+//! use linger::LingeringListener;
+//!
+//! let app = Router::new().route("/upload", post(|| async { "too large" }));
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(LingeringListener::new(tcp), app).await
+//! # }
+//! ```
+
+mod close;
+mod config;
+#[cfg(feature = "axum")]
+mod connect_info;
+mod discard;
+mod group;
+mod io;
+mod listener;
+
+pub use config::LingerConfig;
+#[cfg(feature = "axum")]
+pub use connect_info::PeerAddr;
+pub use group::{LingerGroup, LingerStats};
+pub use io::LingeringIo;
+pub use listener::LingeringListener;

@@ -1,0 +1,112 @@
+//! Bounds of a staged close.
+
+use std::time::Duration;
+
+/// Default wait for the next byte from the peer while lingering.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default cap on the whole staged close.
+const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on the bytes read and thrown away while lingering.
+const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default cap on connections lingering at the same time in one [`LingerGroup`].
+///
+/// [`LingerGroup`]: super::LingerGroup
+const DEFAULT_MAX_LINGERING: usize = 1024;
+
+/// Bounds of the staged close performed by [`LingeringIo`](super::LingeringIo).
+///
+/// Every bound holds whatever the peer does: a close ends at the peer's EOF, when the peer
+/// stays silent for [`idle_timeout`](Self::idle_timeout), when the whole close has taken
+/// [`total_timeout`](Self::total_timeout), or when [`max_bytes`](Self::max_bytes) have been
+/// thrown away, whichever comes first.
+///
+/// | bound | default | anchors |
+/// |---|---|---|
+/// | `idle_timeout` | 2 s | Apache `ap_lingering_close`: 2 s per read; nginx `lingering_timeout`: 5 s; Go: one blind 500 ms sleep without reading; hyper: none |
+/// | `total_timeout` | 30 s | Apache: 30 s; nginx `lingering_time`: 30 s |
+/// | `max_bytes` | 64 MiB | nginx and Apache: no byte cap, only time; gunicorn: 64 KiB |
+/// | `max_lingering` | 1024 | none of them caps it; a lingering socket holds a file descriptor and kernel buffers, so a flood of stuck peers must not pin them all |
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use linger::LingerConfig;
+///
+/// let config = LingerConfig::new()
+///     .with_idle_timeout(Duration::from_secs(5))
+///     .with_max_lingering(4096);
+/// assert_eq!(config.idle_timeout(), Duration::from_secs(5));
+/// assert_eq!(config.total_timeout(), Duration::from_secs(30));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LingerConfig {
+    idle_timeout: Duration,
+    total_timeout: Duration,
+    max_bytes: u64,
+    max_lingering: usize,
+}
+
+impl Default for LingerConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LingerConfig {
+    /// The defaults: 2 s idle, 30 s total, 64 MiB, 1024 connections at once.
+    pub const fn new() -> Self {
+        Self {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            total_timeout: DEFAULT_TOTAL_TIMEOUT,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_lingering: DEFAULT_MAX_LINGERING,
+        }
+    }
+
+    /// Sets how long to wait for the next bytes (or EOF) from the peer while lingering.
+    pub const fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets the cap on the whole staged close, flush and half-close included.
+    pub const fn with_total_timeout(mut self, timeout: Duration) -> Self {
+        self.total_timeout = timeout;
+        self
+    }
+
+    /// Sets the cap on bytes read and thrown away while lingering.
+    pub const fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Sets how many connections of one [`LingerGroup`](super::LingerGroup) may linger at
+    /// the same time; beyond it a connection is closed at once (flush and half-close, no
+    /// reading) and counted as skipped. Zero disables lingering.
+    pub const fn with_max_lingering(mut self, max_lingering: usize) -> Self {
+        self.max_lingering = max_lingering;
+        self
+    }
+
+    /// How long to wait for the next bytes from the peer while lingering.
+    pub const fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Cap on the whole staged close.
+    pub const fn total_timeout(&self) -> Duration {
+        self.total_timeout
+    }
+
+    /// Cap on bytes thrown away while lingering.
+    pub const fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Cap on connections lingering at the same time in one group.
+    pub const fn max_lingering(&self) -> usize {
+        self.max_lingering
+    }
+}

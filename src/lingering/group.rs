@@ -1,0 +1,206 @@
+//! Connections that share one cap on lingering, and their counters.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::close::Outcome;
+use super::{LingerConfig, LingeringIo};
+
+/// A [`LingerConfig`] plus the state shared by every [`LingeringIo`] made from it: the cap
+/// on connections lingering at the same time and the counters behind [`LingerStats`].
+///
+/// Cloning is cheap (one `Arc`); clones share the cap and the counters. A
+/// [`LingeringListener`](super::LingeringListener) holds one group for all the connections
+/// it accepts; use one group per listener (or one per process) so that the cap means
+/// something.
+///
+/// # Example
+///
+/// ```no_run
+/// use linger::{LingerConfig, LingerGroup};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let group = LingerGroup::new(LingerConfig::new().with_max_lingering(256));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// loop {
+///     let (stream, _) = listener.accept().await?;
+///     let io = group.wrap(stream);
+///     // hand `hyper_util::rt::TokioIo::new(io)` to hyper
+///     # drop(io);
+///     tracing::debug!(stats = ?group.stats(), "accepted");
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct LingerGroup {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: LingerConfig,
+    lingering: AtomicUsize,
+    background: AtomicUsize,
+    peer_eof: AtomicU64,
+    idle_timeout: AtomicU64,
+    total_timeout: AtomicU64,
+    byte_cap: AtomicU64,
+    error: AtomicU64,
+    skipped: AtomicU64,
+    bytes_discarded: AtomicU64,
+}
+
+/// A snapshot of the counters of a [`LingerGroup`].
+///
+/// The outcome counters (`peer_eof` to `skipped`) count closes since the group was made;
+/// `lingering` and `background` are gauges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LingerStats {
+    /// Closes that ended at the peer's EOF, the good outcome.
+    pub peer_eof: u64,
+    /// Closes that ended because the peer stayed silent for the idle timeout.
+    pub idle_timeout: u64,
+    /// Closes that ended at the total time cap.
+    pub total_timeout: u64,
+    /// Closes that ended at the byte cap.
+    pub byte_cap: u64,
+    /// Closes that ended on an I/O error (usually a reset by the peer).
+    pub error: u64,
+    /// Connections closed at once, without lingering, because the group's
+    /// [`max_lingering`](LingerConfig::max_lingering) was reached.
+    pub skipped: u64,
+    /// Connections lingering now, on either path.
+    pub lingering: usize,
+    /// Of those, the ones lingering in a background task after being dropped.
+    pub background: usize,
+    /// Bytes read and thrown away while lingering.
+    pub bytes_discarded: u64,
+}
+
+impl fmt::Debug for LingerGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LingerGroup")
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Default for LingerGroup {
+    fn default() -> Self {
+        Self::new(LingerConfig::default())
+    }
+}
+
+impl LingerGroup {
+    /// A new group with its own cap and counters.
+    pub fn new(config: LingerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                lingering: AtomicUsize::new(0),
+                background: AtomicUsize::new(0),
+                peer_eof: AtomicU64::new(0),
+                idle_timeout: AtomicU64::new(0),
+                total_timeout: AtomicU64::new(0),
+                byte_cap: AtomicU64::new(0),
+                error: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
+                bytes_discarded: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The bounds every connection of this group lingers within.
+    pub fn config(&self) -> LingerConfig {
+        self.shared.config
+    }
+
+    /// Wraps `io` so that it closes in stages, within this group's bounds and cap.
+    ///
+    /// A connection dropped before its staged close finished is closed in a background
+    /// task on the current tokio runtime; that is why `T` must be `Send + 'static`. A
+    /// `tokio::net::TcpStream` is discarded without copying on Linux. See
+    /// [`wrap_local`](Self::wrap_local) for other IO types.
+    pub fn wrap<T>(&self, io: T) -> LingeringIo<T>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        LingeringIo::with_group(io, self.clone())
+    }
+
+    /// Wraps any `io`: the staged close happens in `poll_shutdown` only, a drop before it
+    /// finishes closes plainly, and discarded bytes go through a scratch buffer.
+    pub fn wrap_local<T>(&self, io: T) -> LingeringIo<T>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        LingeringIo::local_with_group(io, self.clone())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> LingerStats {
+        let s = &self.shared;
+        LingerStats {
+            peer_eof: s.peer_eof.load(Ordering::Relaxed),
+            idle_timeout: s.idle_timeout.load(Ordering::Relaxed),
+            total_timeout: s.total_timeout.load(Ordering::Relaxed),
+            byte_cap: s.byte_cap.load(Ordering::Relaxed),
+            error: s.error.load(Ordering::Relaxed),
+            skipped: s.skipped.load(Ordering::Relaxed),
+            lingering: s.lingering.load(Ordering::Acquire),
+            background: s.background.load(Ordering::Acquire),
+            bytes_discarded: s.bytes_discarded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes a lingering slot if the cap allows; the caller must [`release`](Self::release) it.
+    pub(crate) fn try_acquire(&self) -> bool {
+        let max = self.shared.config.max_lingering();
+        self.shared
+            .lingering
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release(&self) {
+        self.shared.lingering.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Counts a background close for as long as the returned guard lives.
+    pub(crate) fn background_guard(&self) -> BackgroundGuard {
+        self.shared.background.fetch_add(1, Ordering::AcqRel);
+        BackgroundGuard {
+            group: self.clone(),
+        }
+    }
+
+    pub(crate) fn record(&self, outcome: Outcome, bytes_discarded: u64) {
+        let s = &self.shared;
+        let counter = match outcome {
+            Outcome::PeerEof => &s.peer_eof,
+            Outcome::IdleTimeout => &s.idle_timeout,
+            Outcome::TotalTimeout => &s.total_timeout,
+            Outcome::ByteCap => &s.byte_cap,
+            Outcome::Error => &s.error,
+            Outcome::Skipped => &s.skipped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        s.bytes_discarded
+            .fetch_add(bytes_discarded, Ordering::Relaxed);
+    }
+}
+
+/// Keeps [`LingerStats::background`] counted while a background close runs.
+pub(crate) struct BackgroundGuard {
+    group: LingerGroup,
+}
+
+impl Drop for BackgroundGuard {
+    fn drop(&mut self) {
+        self.group.shared.background.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,314 @@
+//! The IO wrapper that closes in stages.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::runtime::Handle;
+
+use super::close::Closing;
+use super::discard::{self, DiscardFn};
+use super::LingerGroup;
+
+/// Hands an IO dropped before its close finished to a background task.
+type DropHook<T> = fn(Leftover<T>);
+
+/// What a dropped [`LingeringIo`] leaves to finish.
+struct Leftover<T> {
+    io: T,
+    group: LingerGroup,
+    closing: Option<Box<Closing>>,
+    peer_eof: bool,
+    discard: DiscardFn<T>,
+}
+
+enum State {
+    Open,
+    Closing(Box<Closing>),
+    Closed,
+}
+
+/// A tokio `AsyncRead + AsyncWrite` wrapper whose `poll_shutdown` closes in stages, as
+/// RFC 9112 §9.6 asks, so that the peer gets the whole response instead of a reset.
+///
+/// Closing a TCP socket with unread input makes Linux send RST and throw away whatever
+/// response bytes are still queued. `poll_shutdown` therefore:
+///
+/// 1. flushes the inner IO,
+/// 2. half-closes it (inner `poll_shutdown`: FIN),
+/// 3. reads and discards until the peer's EOF, the [idle timeout](super::LingerConfig::idle_timeout)
+///    between reads, the [total cap](super::LingerConfig::total_timeout) on the whole
+///    close, or the [byte cap](super::LingerConfig::max_bytes),
+/// 4. returns `Ready(Ok(()))`.
+///
+/// Errors of steps 1 and 2 are returned as a plain `poll_shutdown` would; errors while
+/// discarding (a reset by the peer, say) end the linger quietly. A peer whose EOF was
+/// already read costs no wait, and there is no fixed delay anywhere. Beyond the group's
+/// [`max_lingering`](super::LingerConfig::max_lingering), step 3 is skipped.
+///
+/// Reads, writes (vectored included, with `is_write_vectored` forwarded, which hyper
+/// uses to pick its write strategy) and flushes go straight to the inner IO.
+///
+/// # The drop path
+///
+/// hyper drops the IO without calling `poll_shutdown` on its error paths (service or body
+/// error, header read timeout, I/O error). A `LingeringIo` made by [`new`](Self::new) or
+/// [`LingerGroup::wrap`] that is dropped before its staged close finished hands the IO to
+/// a task on the current tokio runtime, which runs the same close within the same bounds
+/// and under the same cap (see [`LingerStats::background`](super::LingerStats::background)).
+/// Without a runtime, or beyond the cap, the IO is simply dropped. This needs
+/// `T: Send + 'static`; [`local`](Self::local) and [`LingerGroup::wrap_local`] accept any
+/// IO and do without the drop path. [`into_inner`](Self::into_inner) never triggers it.
+///
+/// A `tokio::net::TcpStream` made with `new` or `wrap` is discarded on Linux with
+/// `recv(MSG_TRUNC)`, which copies nothing; other IO reads into a 16 KiB scratch buffer
+/// that exists only while lingering. Under TLS, wrap the TCP stream, not the TLS stream:
+/// the TLS layer sends close_notify and then calls this `poll_shutdown`, and the raw
+/// bytes that follow need no decryption to be thrown away.
+///
+/// The staged close uses tokio timers: poll it on a tokio runtime with time enabled.
+///
+/// # Example
+///
+/// ```no_run
+/// use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request, Response};
+/// use hyper_util::rt::TokioIo;
+/// use linger::LingeringIo;
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// loop {
+///     let (stream, _) = listener.accept().await?;
+///     let io = TokioIo::new(LingeringIo::new(stream));
+///     tokio::spawn(async move {
+///         let service = service_fn(|_req: Request<Incoming>| async {
+///             Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
+///         });
+///         let _ = http1::Builder::new().serve_connection(io, service).await;
+///     });
+/// }
+/// # }
+/// ```
+pub struct LingeringIo<T> {
+    /// `None` only once `into_inner` has taken it, so that `Drop` leaves it alone.
+    io: Option<T>,
+    group: LingerGroup,
+    state: State,
+    peer_eof: bool,
+    discard: DiscardFn<T>,
+    on_drop: Option<DropHook<T>>,
+}
+
+impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state: &dyn fmt::Debug = match &self.state {
+            State::Open => &"open",
+            State::Closing(closing) => closing,
+            State::Closed => &"closed",
+        };
+        f.debug_struct("LingeringIo")
+            .field("io", &self.io)
+            .field("state", state)
+            .field("peer_eof", &self.peer_eof)
+            .field("drop_path", &self.on_drop.is_some())
+            .finish()
+    }
+}
+
+impl<T> LingeringIo<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Wraps `io` with the default [`LingerConfig`](super::LingerConfig) in a group of its
+    /// own, so its cap does not limit other connections: use [`LingerGroup::wrap`] or a
+    /// [`LingeringListener`](super::LingeringListener) to share one.
+    pub fn new(io: T) -> Self {
+        Self::with_group(io, LingerGroup::default())
+    }
+
+    pub(crate) fn with_group(io: T, group: LingerGroup) -> Self {
+        Self {
+            io: Some(io),
+            group,
+            state: State::Open,
+            peer_eof: false,
+            discard: discard::best::<T>,
+            on_drop: Some(spawn_close::<T>),
+        }
+    }
+}
+
+impl<T> LingeringIo<T>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps any `io`, in a group of its own: lingering happens in `poll_shutdown` only
+    /// (no drop path) and reads through a scratch buffer.
+    pub fn local(io: T) -> Self {
+        Self::local_with_group(io, LingerGroup::default())
+    }
+
+    pub(crate) fn local_with_group(io: T, group: LingerGroup) -> Self {
+        Self {
+            io: Some(io),
+            group,
+            state: State::Open,
+            peer_eof: false,
+            discard: discard::portable::<T>,
+            on_drop: None,
+        }
+    }
+}
+
+impl<T> LingeringIo<T> {
+    /// The inner IO.
+    pub fn get_ref(&self) -> &T {
+        self.io
+            .as_ref()
+            .expect("LingeringIo holds its IO until into_inner")
+    }
+
+    /// The inner IO; reading or writing through it bypasses nothing but the EOF tracking.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.io
+            .as_mut()
+            .expect("LingeringIo holds its IO until into_inner")
+    }
+
+    /// Unwraps the inner IO without closing it; a close in progress is abandoned.
+    pub fn into_inner(mut self) -> T {
+        self.io
+            .take()
+            .expect("LingeringIo holds its IO until into_inner")
+    }
+
+    /// The group whose bounds, cap and counters this connection uses.
+    pub fn group(&self) -> &LingerGroup {
+        &self.group
+    }
+}
+
+impl<T> Drop for LingeringIo<T> {
+    fn drop(&mut self) {
+        let Some(io) = self.io.take() else { return };
+        let closing = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Closed => return,
+            State::Open => None,
+            State::Closing(closing) => Some(closing),
+        };
+        if let Some(hook) = self.on_drop {
+            hook(Leftover {
+                io,
+                group: self.group.clone(),
+                closing,
+                peer_eof: self.peer_eof,
+                discard: self.discard,
+            });
+        }
+    }
+}
+
+fn spawn_close<T>(left: Leftover<T>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(handle) = Handle::try_current() else {
+        tracing::trace!("dropped outside a tokio runtime, closing plainly");
+        return;
+    };
+    let Leftover {
+        mut io,
+        group,
+        closing,
+        peer_eof,
+        discard,
+    } = left;
+    let mut closing = closing.unwrap_or_else(|| Box::new(Closing::start(group.clone(), peer_eof)));
+    if !closing.holds_slot() {
+        // Nothing to read: the peer is done, or the cap is reached and a plain close is
+        // the bounded answer.
+        closing.abandon_on_drop();
+        return;
+    }
+    closing.set_drop_path();
+    let guard = group.background_guard();
+    handle.spawn(async move {
+        let _guard = guard;
+        let _ = std::future::poll_fn(|cx| closing.poll(&mut io, discard, cx)).await;
+    });
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for LingeringIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let wanted = buf.remaining() > 0;
+        let res = Pin::new(this.get_mut()).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            if wanted && buf.filled().len() == before {
+                this.peer_eof = true;
+            }
+        }
+        res
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().get_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().get_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.get_ref().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().get_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Closed => return Poll::Ready(Ok(())),
+                State::Open if Handle::try_current().is_err() => {
+                    // Timers need a runtime; without one, behave like the inner IO.
+                    let res = std::task::ready!(Pin::new(this.get_mut()).poll_shutdown(cx));
+                    this.state = State::Closed;
+                    return Poll::Ready(res);
+                }
+                State::Open => {
+                    let closing = Closing::start(this.group.clone(), this.peer_eof);
+                    this.state = State::Closing(Box::new(closing));
+                }
+                State::Closing(closing) => {
+                    let io = this
+                        .io
+                        .as_mut()
+                        .expect("LingeringIo holds its IO until into_inner");
+                    let res = std::task::ready!(closing.poll(io, this.discard, cx));
+                    this.state = State::Closed;
+                    return Poll::Ready(res);
+                }
+            }
+        }
+    }
+}

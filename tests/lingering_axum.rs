@@ -1,0 +1,136 @@
+//! `axum::serve` over a `LingeringListener` (needs `--features axum`).
+#![cfg(feature = "axum")]
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use linger::{LingerConfig, LingeringListener, PeerAddr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, Instant};
+
+const STEP: Duration = Duration::from_secs(10);
+
+async fn step<F: Future>(what: &str, fut: F) -> F::Output {
+    timeout(STEP, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/upload", post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, "too large") }))
+        .route(
+            "/peer",
+            get(|ConnectInfo(PeerAddr(addr)): ConnectInfo<PeerAddr>| async move {
+                addr.to_string()
+            }),
+        )
+}
+
+/// Reads a response with a `content-length` body, leaving the connection open.
+async fn read_response(stream: &mut TcpStream) -> (String, String) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = step("read", stream.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "EOF before a whole response");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            if body.len() >= len {
+                return (head.to_string(), body.to_string());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_serve_lingers_and_shuts_down_gracefully() {
+    let idle = Duration::from_millis(300);
+    let config = LingerConfig::new()
+        .with_idle_timeout(idle)
+        .with_total_timeout(Duration::from_secs(2));
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = LingeringListener::with_config(tcp, config);
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let group = listener.group().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app().into_make_service_with_connect_info::<PeerAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .into_future(),
+    );
+
+    // An early 413 to a 4 MiB upload reaches the client, which then sends the whole body
+    // and reads a clean EOF. Without the listener, hyper would close with the body unread
+    // and the upload would be reset (see lingering_hyper.rs for that side).
+    let mut upload = step("connect", TcpStream::connect(addr)).await.unwrap();
+    let body_len = 4 * 1024 * 1024;
+    let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n");
+    step("head", upload.write_all(head.as_bytes()))
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = upload.into_split();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&vec![b'a'; body_len]).await?;
+        wr.shutdown().await
+    });
+    let mut raw = Vec::new();
+    step("read 413", rd.read_to_end(&mut raw))
+        .await
+        .expect("clean EOF");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    step("writer", writer)
+        .await
+        .unwrap()
+        .expect("whole body sent");
+
+    // ConnectInfo through PeerAddr, on a keep-alive connection left open afterwards.
+    let mut idle_client = step("connect", TcpStream::connect(addr)).await.unwrap();
+    let local = idle_client.local_addr().unwrap();
+    step(
+        "request",
+        idle_client.write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n\r\n"),
+    )
+    .await
+    .unwrap();
+    let (head, body) = read_response(&mut idle_client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, local.to_string());
+
+    // Graceful shutdown closes the idle connection in stages; the client never closes, so
+    // the linger ends at the idle timeout and the server finishes within the bounds.
+    let start = Instant::now();
+    stop.send(()).unwrap();
+    step("graceful shutdown", server).await.unwrap().unwrap();
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    let mut rest = Vec::new();
+    step("idle client sees FIN", idle_client.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    let stats = group.stats();
+    assert_eq!(stats.idle_timeout, 1, "{stats:?}");
+    assert_eq!(stats.lingering, 0, "{stats:?}");
+}
