@@ -60,8 +60,8 @@ async fn read_response(stream: &mut TcpStream) -> (String, String) {
 async fn axum_serve_lingers_and_shuts_down_gracefully() {
     let idle = Duration::from_millis(300);
     let config = LingerConfig::new()
-        .with_idle_timeout(idle)
-        .with_total_timeout(Duration::from_secs(2));
+        .idle_timeout(idle)
+        .total_timeout(Duration::from_secs(2));
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listener = LingeringListener::with_config(tcp, config);
     let addr: SocketAddr = listener.local_addr().unwrap();

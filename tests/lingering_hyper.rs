@@ -335,7 +335,7 @@ async fn drop_path_lingers_in_background() {
 /// hyper-util's auto builder (HTTP/1 and HTTP/2 on one port) over `LingeringIo`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_builder_serves_http1_and_h2() {
-    let group = LingerGroup::new(LingerConfig::new().with_idle_timeout(Duration::from_secs(30)));
+    let group = LingerGroup::new(LingerConfig::new().idle_timeout(Duration::from_secs(30)));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server_group = group.clone();

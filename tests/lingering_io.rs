@@ -120,7 +120,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Recording<T> {
 async fn stages_run_in_order_on_duplex() {
     let (server, mut client) = tokio::io::duplex(1024);
     let log = Arc::new(Mutex::new(Vec::new()));
-    let group = LingerGroup::new(LingerConfig::new().with_idle_timeout(Duration::from_secs(30)));
+    let group = LingerGroup::new(LingerConfig::new().idle_timeout(Duration::from_secs(30)));
     let mut io = group.wrap(Recording {
         inner: server,
         log: log.clone(),
@@ -163,8 +163,8 @@ async fn prompt_peer_close_costs_no_wait() {
     let (server, mut client) = tcp_pair().await;
     let group = LingerGroup::new(
         LingerConfig::new()
-            .with_idle_timeout(Duration::from_secs(30))
-            .with_total_timeout(Duration::from_secs(60)),
+            .idle_timeout(Duration::from_secs(30))
+            .total_timeout(Duration::from_secs(60)),
     );
     let mut io = group.wrap(server);
     step("client writes", client.write_all(&[1u8; 1000]))
@@ -202,7 +202,7 @@ async fn prompt_peer_close_costs_no_wait() {
 async fn silent_peer_ends_at_idle_timeout() {
     let (server, mut client) = tcp_pair().await;
     let idle = Duration::from_millis(200);
-    let group = LingerGroup::new(LingerConfig::new().with_idle_timeout(idle));
+    let group = LingerGroup::new(LingerConfig::new().idle_timeout(idle));
     let mut io = group.wrap(server);
     step("client writes", client.write_all(b"pipelined"))
         .await
@@ -230,8 +230,8 @@ async fn flooding_peer_ends_at_byte_cap() {
     let cap = 1024 * 1024 + 123;
     let group = LingerGroup::new(
         LingerConfig::new()
-            .with_max_bytes(cap)
-            .with_total_timeout(Duration::from_secs(30)),
+            .max_bytes(cap)
+            .total_timeout(Duration::from_secs(30)),
     );
     let mut io = group.wrap(server);
     let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -252,9 +252,9 @@ async fn flooding_peer_ends_at_total_timeout() {
     let total = Duration::from_millis(300);
     let group = LingerGroup::new(
         LingerConfig::new()
-            .with_max_bytes(u64::MAX)
-            .with_idle_timeout(Duration::from_secs(10))
-            .with_total_timeout(total),
+            .max_bytes(u64::MAX)
+            .idle_timeout(Duration::from_secs(10))
+            .total_timeout(total),
     );
     let mut io = group.wrap(server);
     let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -281,8 +281,8 @@ async fn cap_limits_concurrent_lingering() {
     const N: usize = 3;
     let group = LingerGroup::new(
         LingerConfig::new()
-            .with_max_lingering(N)
-            .with_idle_timeout(Duration::from_secs(30)),
+            .max_lingering(N)
+            .idle_timeout(Duration::from_secs(30)),
     );
     let mut clients = Vec::new();
     let mut closes = Vec::new();
@@ -346,8 +346,8 @@ async fn local_wraps_borrowed_io() {
 async fn drop_path_respects_bounds_and_cap() {
     let group = LingerGroup::new(
         LingerConfig::new()
-            .with_max_lingering(1)
-            .with_idle_timeout(Duration::from_millis(200)),
+            .max_lingering(1)
+            .idle_timeout(Duration::from_millis(200)),
     );
     let (server, mut stuck) = tcp_pair().await;
     step("client writes", stuck.write_all(b"unread"))

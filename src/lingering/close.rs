@@ -87,7 +87,7 @@ impl Closing {
         let holds_slot = !peer_eof && group.try_acquire();
         let started = Instant::now();
         let deadline = Box::pin(tokio::time::sleep_until(
-            started + group.config().total_timeout(),
+            started + group.config().total_timeout,
         ));
         Self {
             group,
@@ -176,7 +176,7 @@ impl Closing {
             if self.deadline.as_mut().poll(cx).is_ready() {
                 return self.ready(Outcome::TotalTimeout);
             }
-            let remaining = config.max_bytes().saturating_sub(self.discarded);
+            let remaining = config.max_bytes.saturating_sub(self.discarded);
             if remaining == 0 {
                 return self.ready(Outcome::ByteCap);
             }
@@ -185,7 +185,7 @@ impl Closing {
                 Poll::Ready(Ok(0)) => return self.ready(Outcome::PeerEof),
                 Poll::Ready(Ok(n)) => {
                     self.discarded = self.discarded.saturating_add(n as u64);
-                    let next = Instant::now() + config.idle_timeout();
+                    let next = Instant::now() + config.idle_timeout;
                     match &mut self.idle {
                         Some(idle) => idle.as_mut().reset(next),
                         None => self.idle = Some(Box::pin(tokio::time::sleep_until(next))),
@@ -198,7 +198,7 @@ impl Closing {
                 Poll::Pending => {
                     let idle = self
                         .idle
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(config.idle_timeout())));
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(config.idle_timeout)));
                     return match idle.as_mut().poll(cx) {
                         Poll::Ready(()) => self.ready(Outcome::IdleTimeout),
                         Poll::Pending => Poll::Pending,

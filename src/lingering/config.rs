@@ -34,17 +34,16 @@ const DEFAULT_MAX_LINGERING: usize = 1024;
 /// use linger::LingerConfig;
 ///
 /// let config = LingerConfig::new()
-///     .with_idle_timeout(Duration::from_secs(5))
-///     .with_max_lingering(4096);
-/// assert_eq!(config.idle_timeout(), Duration::from_secs(5));
-/// assert_eq!(config.total_timeout(), Duration::from_secs(30));
+///     .idle_timeout(Duration::from_secs(5))
+///     .max_lingering(4096);
+/// # let _ = config;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LingerConfig {
-    idle_timeout: Duration,
-    total_timeout: Duration,
-    max_bytes: u64,
-    max_lingering: usize,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) total_timeout: Duration,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_lingering: usize,
 }
 
 impl Default for LingerConfig {
@@ -65,19 +64,19 @@ impl LingerConfig {
     }
 
     /// Sets how long to wait for the next bytes (or EOF) from the peer while lingering.
-    pub const fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+    pub const fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
     }
 
     /// Sets the cap on the whole staged close, flush and half-close included.
-    pub const fn with_total_timeout(mut self, timeout: Duration) -> Self {
+    pub const fn total_timeout(mut self, timeout: Duration) -> Self {
         self.total_timeout = timeout;
         self
     }
 
     /// Sets the cap on bytes read and thrown away while lingering.
-    pub const fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+    pub const fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
     }
@@ -85,28 +84,8 @@ impl LingerConfig {
     /// Sets how many connections of one [`LingerGroup`](super::LingerGroup) may linger at
     /// the same time; beyond it a connection is closed at once (flush and half-close, no
     /// reading) and counted as skipped. Zero disables lingering.
-    pub const fn with_max_lingering(mut self, max_lingering: usize) -> Self {
+    pub const fn max_lingering(mut self, max_lingering: usize) -> Self {
         self.max_lingering = max_lingering;
         self
-    }
-
-    /// How long to wait for the next bytes from the peer while lingering.
-    pub const fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
-    }
-
-    /// Cap on the whole staged close.
-    pub const fn total_timeout(&self) -> Duration {
-        self.total_timeout
-    }
-
-    /// Cap on bytes thrown away while lingering.
-    pub const fn max_bytes(&self) -> u64 {
-        self.max_bytes
-    }
-
-    /// Cap on connections lingering at the same time in one group.
-    pub const fn max_lingering(&self) -> usize {
-        self.max_lingering
     }
 }

@@ -21,7 +21,7 @@ use super::{LingerConfig, LingeringIo};
 /// use linger::{LingerConfig, LingerGroup};
 ///
 /// # async fn run() -> std::io::Result<()> {
-/// let group = LingerGroup::new(LingerConfig::new().with_max_lingering(256));
+/// let group = LingerGroup::new(LingerConfig::new().max_lingering(256));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// loop {
 ///     let (stream, _) = listener.accept().await?;
@@ -157,7 +157,7 @@ impl LingerGroup {
 
     /// Takes a lingering slot if the cap allows; the caller must [`release`](Self::release) it.
     pub(crate) fn try_acquire(&self) -> bool {
-        let max = self.shared.config.max_lingering();
+        let max = self.shared.config.max_lingering;
         self.shared
             .lingering
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
