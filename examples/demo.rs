@@ -1,6 +1,6 @@
 //! Before and after, measured: the same small app served by plain hyper and
-//! by hyper with `linger`, with the seeds' scenarios replayed against both by
-//! a raw TCP client.
+//! by hyper with `linger` (`DrainBodyLayer` and `LingeringIo`), with the
+//! seeds' scenarios replayed against both by a raw TCP client.
 //!
 //! Run with `cargo run --example demo`. Everything happens on 127.0.0.1 and
 //! takes a few seconds. Outcomes are measured on every run, never assumed.
@@ -13,9 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use linger::DrainBodyLayer;
+use linger::{DrainBodyLayer, LingeringListener};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
@@ -56,14 +57,16 @@ enum Server {
 async fn serve(server: Server) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let listener = LingeringListener::new(listener);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let http = hyper::server::conn::http1::Builder::new();
             tokio::spawn(async move {
                 match server {
                     Server::PlainHyper => {
-                        let service = hyper::service::service_fn(app);
-                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        // The plain server gets the bare socket back.
+                        let io = TokioIo::new(stream.into_inner());
+                        let _ = http.serve_connection(io, service_fn(app)).await;
                     }
                     Server::Linger => {
                         let service = ServiceBuilder::new()
