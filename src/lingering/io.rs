@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::runtime::Handle;
+use tracing::Instrument;
 
 use super::close::Closing;
 use super::discard::{self, DiscardFn};
@@ -58,7 +59,9 @@ enum State {
 /// [`LingerGroup::wrap`] that is dropped before its staged close finished hands the IO to
 /// a task on the current tokio runtime, which runs the same close within the same bounds
 /// and under the same cap (see [`LingerStats::background`](super::LingerStats::background)).
-/// Without a runtime, or beyond the cap, the IO is simply dropped. This needs
+/// Without a runtime, or beyond the cap, the IO is simply dropped. hyper's HTTP/2 server
+/// always ends connections this way (it never calls `poll_shutdown`), so HTTP/2 closes
+/// linger in the background, after a GOAWAY but without TLS close_notify. This needs
 /// `T: Send + 'static`; [`local`](Self::local) and [`LingerGroup::wrap_local`] accept any
 /// IO and do without the drop path. [`into_inner`](Self::into_inner) never triggers it.
 ///
@@ -234,10 +237,12 @@ where
     }
     closing.set_drop_path();
     let guard = group.background_guard();
-    handle.spawn(async move {
+    // Keeps the connection's span (peer address, say) on the background close.
+    let close = async move {
         let _guard = guard;
         let _ = std::future::poll_fn(|cx| closing.poll(&mut io, discard, cx)).await;
-    });
+    };
+    handle.spawn(close.in_current_span());
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for LingeringIo<T> {
