@@ -13,7 +13,7 @@ use super::{LingerConfig, LingerGroup, LingerStats, LingeringIo};
 /// With a `tokio::net::TcpListener` it offers [`accept`](Self::accept) for a plain hyper
 /// accept loop. With the `axum` feature it implements `axum::serve::Listener` for any
 /// axum listener, so that `axum::serve(LingeringListener::new(tcp), app)` works; see
-/// [`PeerAddr`](super::PeerAddr) for `ConnectInfo`.
+/// `PeerAddr` (feature `axum`) for `ConnectInfo`.
 ///
 /// # Example
 ///
