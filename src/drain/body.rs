@@ -1,5 +1,6 @@
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -39,16 +40,41 @@ pub(crate) struct Returned<B> {
 /// An empty slot after the response means the handler still holds the body.
 pub(crate) struct Handoff<B> {
     slot: Mutex<Option<Returned<B>>>,
+    /// Set instead of filling the slot when the body was read to its end,
+    /// the common case, which then costs no lock.
+    finished: AtomicBool,
 }
 
 impl<B> Handoff<B> {
-    /// Takes the body the handler gave back, if it has.
-    pub(crate) fn take(&self) -> Option<Returned<B>> {
-        self.slot
+    /// What the handler did with the body, once the response exists.
+    pub(crate) fn outcome(&self) -> LetGo<B>
+    where
+        B: Body,
+    {
+        if self.finished.load(Ordering::Acquire) {
+            return LetGo::Finished;
+        }
+        let returned = self
+            .slot
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .take();
+        match returned {
+            None => LetGo::Held,
+            Some(returned) if returned.body.is_end_stream() => LetGo::Finished,
+            Some(returned) => LetGo::Unfinished(returned),
+        }
     }
+}
+
+/// What became of the body by the time the response was ready.
+pub(crate) enum LetGo<B> {
+    /// Still held by the service (moved into a task, or into the response).
+    Held,
+    /// Read to its end.
+    Finished,
+    /// Dropped before its end.
+    Unfinished(Returned<B>),
 }
 
 impl<B> DrainBody<B> {
@@ -65,6 +91,7 @@ impl<B> DrainBody<B> {
     pub(crate) fn tracked(body: B) -> (Self, Arc<Handoff<B>>) {
         let handoff = Arc::new(Handoff {
             slot: Mutex::new(None),
+            finished: AtomicBool::new(false),
         });
         let body = Self {
             body: Some(body),
@@ -87,6 +114,10 @@ impl<B> Drop for DrainBody<B> {
         };
         // Nobody will look at the slot once the response future is gone.
         if Arc::strong_count(&handoff) == 1 {
+            return;
+        }
+        if self.progress.ended {
+            handoff.finished.store(true, Ordering::Release);
             return;
         }
         let returned = Returned {
@@ -113,12 +144,15 @@ where
             return Poll::Ready(None);
         };
         this.progress.polled = true;
-        let frame = Pin::new(body).poll_frame(cx);
+        let frame = Pin::new(&mut *body).poll_frame(cx);
         match &frame {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.progress.bytes_read += data.remaining() as u64;
                 }
+                // A Content-Length body is over with its last byte, even if
+                // the handler never polls for the `None` after it.
+                this.progress.ended = body.is_end_stream();
             }
             Poll::Ready(Some(Err(_))) => this.progress.failed = true,
             Poll::Ready(None) => this.progress.ended = true,

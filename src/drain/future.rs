@@ -9,7 +9,7 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::body::{Handoff, Returned};
+use super::body::{Handoff, LetGo, Returned};
 use super::drainer::{DrainEnd, Drainer};
 use super::service::header_has_token;
 use super::DrainBodyLayer;
@@ -140,25 +140,27 @@ where
         );
         return None;
     }
-    let Some(Returned { body, progress }) = watch.handoff.take() else {
-        tracing::debug!(
-            outcome = "held",
-            bytes_drained = 0u64,
-            elapsed_ms = 0u64,
-            "request body still held by the service; not waiting for it"
-        );
-        return None;
+    let Returned { body, progress } = match watch.handoff.outcome() {
+        LetGo::Unfinished(returned) => returned,
+        LetGo::Finished => {
+            tracing::debug!(
+                outcome = "read",
+                bytes_drained = 0u64,
+                elapsed_ms = 0u64,
+                "request body read to the end by the service"
+            );
+            return None;
+        }
+        LetGo::Held => {
+            tracing::debug!(
+                outcome = "held",
+                bytes_drained = 0u64,
+                elapsed_ms = 0u64,
+                "request body still held by the service; not waiting for it"
+            );
+            return None;
+        }
     };
-    if progress.ended || body.is_end_stream() {
-        tracing::debug!(
-            outcome = "read",
-            bytes_read = progress.bytes_read,
-            bytes_drained = 0u64,
-            elapsed_ms = 0u64,
-            "request body read to the end by the service"
-        );
-        return None;
-    }
     let config = watch.config;
     let refuse = if progress.failed {
         Some("body_error")

@@ -75,8 +75,10 @@ mod zero_copy {
     /// it makes `recv` drop up to `len` queued bytes without copying them (tcp(7)).
     const MSG_TRUNC: i32 = 0x20;
 
-    /// The kernel never writes this memory, so a larger window only saves syscalls.
-    const ZERO_COPY_CHUNK: usize = 64 * 1024;
+    /// The kernel never writes this memory; the window only sets how much one syscall
+    /// may drop. Kept as small as the portable buffer so that thousands of lingering
+    /// connections do not reserve much address space either.
+    const ZERO_COPY_CHUNK: usize = super::PORTABLE_CHUNK;
 
     pub(super) fn discard(
         tcp: &TcpStream,
