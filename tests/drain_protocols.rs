@@ -181,47 +181,46 @@ async fn echo_upgrade(mut req: TestRequest) -> TestResponse {
         .unwrap()
 }
 
-/// `Upgrade` request answered with 101 passes through the layer (waiting
-/// mode, to catch any waiting on it) and the upgraded stream echoes.
-/// Plain hyper: same (guard).
-#[tokio::test]
-async fn upgrade_101_passes_through() {
+/// Sends `request` through the layer (waiting mode, to catch any waiting on
+/// the body), expects `status`, then checks that the taken-over stream echoes.
+async fn assert_tunnel_echoes(request: &str, status: u16) {
     let layer = DrainBodyLayer::default()
         .timeout(Duration::from_secs(2))
         .wait_for_drain(true);
     let server = serve(layer, echo_upgrade).await;
     let mut client = Client::connect(server.addr).await;
 
-    client
-        .send("GET /up HTTP/1.1\r\nHost: test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
-        .await;
-    let res = client.response().await;
-    assert_eq!(res.status, 101, "{res:?}");
+    client.send(request).await;
+    let res = client.response_head().await;
+    assert_eq!(res.status, status, "{res:?}");
     assert!(!res.has_close(), "{res:?}");
-    client.send("ping over upgraded stream").await;
+    client.send("bytes over the taken-over stream").await;
     assert_eq!(
-        client.read_exact_raw(25).await,
-        b"ping over upgraded stream"
+        client.read_exact_raw(32).await,
+        b"bytes over the taken-over stream"
     );
+}
+
+/// `Upgrade` request answered with 101 passes through the layer and the
+/// upgraded stream echoes. Plain hyper: same (guard).
+#[tokio::test]
+async fn upgrade_101_passes_through() {
+    assert_tunnel_echoes(
+        "GET /up HTTP/1.1\r\nHost: test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        101,
+    )
+    .await;
 }
 
 /// `CONNECT` answered with 200 passes through and the tunnel echoes.
 /// Plain hyper: same (guard).
 #[tokio::test]
 async fn connect_tunnel_passes_through() {
-    let layer = DrainBodyLayer::default()
-        .timeout(Duration::from_secs(2))
-        .wait_for_drain(true);
-    let server = serve(layer, echo_upgrade).await;
-    let mut client = Client::connect(server.addr).await;
-
-    client
-        .send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
-        .await;
-    let res = client.response_head().await;
-    assert_eq!(res.status, 200, "{res:?}");
-    client.send("tunnelled bytes").await;
-    assert_eq!(client.read_exact_raw(15).await, b"tunnelled bytes");
+    assert_tunnel_echoes(
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+        200,
+    )
+    .await;
 }
 
 /// Real client: curl sends two POSTs with `--next` (the first a 64 KiB body

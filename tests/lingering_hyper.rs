@@ -245,8 +245,13 @@ async fn seed_large_response_connection_close() {
     assert!(group.stats().bytes_discarded > 0);
 }
 
-/// An early 413 to a 16 MiB upload the handler never reads.
-async fn early_413(group: Option<LingerGroup>) -> Outcome {
+/// Uploads `body_len` bytes to a server whose handler, once the client has sent
+/// everything, answers with `answer` without reading the body.
+async fn upload_to_gated_handler(
+    group: Option<LingerGroup>,
+    body_len: usize,
+    answer: fn() -> Result<Response<Full<Bytes>>, String>,
+) -> Outcome {
     let ready = Arc::new(Notify::new());
     let handler: Handler = {
         let ready = ready.clone();
@@ -254,17 +259,24 @@ async fn early_413(group: Option<LingerGroup>) -> Outcome {
             let ready = ready.clone();
             Box::pin(async move {
                 ready.notified().await;
-                let mut res = Response::new(Full::new(Bytes::from_static(b"too large")));
-                *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-                Ok(res)
+                answer()
             })
         })
     };
     let addr = serve_http1(group, handler).await;
     let stream = step("connect", TcpStream::connect(addr)).await.unwrap();
-    let body_len = 16 * 1024 * 1024;
     let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n");
     upload_and_read(stream, head, body_len, ready, ReadWhen::BodySent).await
+}
+
+/// An early 413 to a 16 MiB upload the handler never reads.
+async fn early_413(group: Option<LingerGroup>) -> Outcome {
+    upload_to_gated_handler(group, 16 * 1024 * 1024, || {
+        let mut res = Response::new(Full::new(Bytes::from_static(b"too large")));
+        *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        Ok(res)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,22 +303,7 @@ async fn early_413_reaches_uploading_client() {
 
 /// The service fails with the body unread: hyper drops the IO without `poll_shutdown`.
 async fn service_error(group: Option<LingerGroup>) -> Outcome {
-    let ready = Arc::new(Notify::new());
-    let handler: Handler = {
-        let ready = ready.clone();
-        Arc::new(move |_req| {
-            let ready = ready.clone();
-            Box::pin(async move {
-                ready.notified().await;
-                Err(String::from("handler failed"))
-            })
-        })
-    };
-    let addr = serve_http1(group, handler).await;
-    let stream = step("connect", TcpStream::connect(addr)).await.unwrap();
-    let body_len = 1024 * 1024;
-    let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n");
-    upload_and_read(stream, head, body_len, ready, ReadWhen::BodySent).await
+    upload_to_gated_handler(group, 1024 * 1024, || Err(String::from("handler failed"))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
