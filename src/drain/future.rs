@@ -132,32 +132,17 @@ where
     B: Body + Unpin + Send + 'static,
 {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        tracing::debug!(
-            outcome = "upgrade",
-            bytes_drained = 0u64,
-            elapsed_ms = 0u64,
-            "request body left to the upgraded connection"
-        );
+        trace_untouched("upgrade");
         return None;
     }
     let Returned { body, progress } = match watch.handoff.outcome() {
         LetGo::Unfinished(returned) => returned,
         LetGo::Finished => {
-            tracing::debug!(
-                outcome = "read",
-                bytes_drained = 0u64,
-                elapsed_ms = 0u64,
-                "request body read to the end by the service"
-            );
+            trace_untouched("read");
             return None;
         }
         LetGo::Held => {
-            tracing::debug!(
-                outcome = "held",
-                bytes_drained = 0u64,
-                elapsed_ms = 0u64,
-                "request body still held by the service; not waiting for it"
-            );
+            trace_untouched("held");
             return None;
         }
     };
@@ -244,6 +229,16 @@ where
         bytes_drained,
         elapsed_ms = drainer.elapsed().as_millis() as u64,
         "request body drain finished"
+    );
+}
+
+/// The body needs nothing from the layer.
+fn trace_untouched(outcome: &'static str) {
+    tracing::debug!(
+        outcome,
+        bytes_drained = 0u64,
+        elapsed_ms = 0u64,
+        "request body left as it is"
     );
 }
 
