@@ -85,7 +85,7 @@ where
         loop {
             if let Some((waiting, _)) = this.waiting.as_mut() {
                 let end = ready!(waiting.poll(cx));
-                trace_decision(end.as_str(), waiting.drainer.drained(), &waiting.drainer);
+                trace_drain_end(end, &waiting.drainer);
                 if let Some((_, mut output)) = this.waiting.take() {
                     if let (Ok(response), false) = (&mut output, end == DrainEnd::Complete) {
                         mark_close(response);
@@ -176,7 +176,7 @@ where
         if end != DrainEnd::Complete {
             mark_close(response);
         }
-        trace_decision(end.as_str(), drainer.drained(), &drainer);
+        trace_drain_end(end, &drainer);
         return None;
     }
 
@@ -217,16 +217,16 @@ where
     let end = tokio::time::timeout_at(deadline, drain)
         .await
         .unwrap_or(DrainEnd::Deadline);
-    trace_decision(end.as_str(), drainer.drained(), &drainer);
+    trace_drain_end(end, &drainer);
 }
 
-fn trace_decision<B>(outcome: &'static str, bytes_drained: u64, drainer: &Drainer<B>)
+fn trace_drain_end<B>(end: DrainEnd, drainer: &Drainer<B>)
 where
     B: Body + Unpin,
 {
     tracing::debug!(
-        outcome,
-        bytes_drained,
+        outcome = end.as_str(),
+        bytes_drained = drainer.drained(),
         elapsed_ms = drainer.elapsed().as_millis() as u64,
         "request body drain finished"
     );
