@@ -153,8 +153,6 @@ where
         // Polling would make hyper send `100 Continue` and invite an upload
         // that would only be thrown away.
         Some("expect_continue")
-    } else if body.size_hint().lower() > config.limit {
-        Some("over_limit")
     } else {
         None
     };
@@ -163,7 +161,6 @@ where
         tracing::debug!(
             outcome,
             bytes_read = progress.bytes_read,
-            declared_remainder = body.size_hint().lower(),
             bytes_drained = 0u64,
             elapsed_ms = 0u64,
             "request body not drained; closing after the response"
@@ -171,6 +168,8 @@ where
         return None;
     }
 
+    // Takes what has already arrived. A declared remainder above the limit
+    // ends this at once, before anything is read.
     let mut drainer = Drainer::new(body, config.limit);
     if let Poll::Ready(end) = drainer.poll_drain(cx) {
         if end != DrainEnd::Complete {
