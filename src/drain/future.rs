@@ -4,14 +4,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::body::{Handoff, LetGo, Returned};
 use super::drainer::{DrainEnd, Drainer};
-use super::service::header_has_token;
 use super::DrainBodyLayer;
 
 pin_project! {
@@ -242,11 +241,21 @@ fn trace_untouched(outcome: &'static str) {
 }
 
 fn mark_close<ResBody>(response: &mut Response<ResBody>) {
-    if !header_has_token(response.headers(), header::CONNECTION, "close") {
+    if !says_close(response.headers()) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+}
+
+/// Whether the `Connection` header already lists `close`.
+fn says_close(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
 }
 
 impl<F: Future, B> fmt::Debug for ResponseFuture<F, B> {

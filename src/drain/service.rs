@@ -1,6 +1,6 @@
 use std::task::{Context, Poll};
 
-use http::{header, HeaderMap, Method, Request, Response, Version};
+use http::{header, Method, Request, Response, Version};
 use http_body::Body;
 use tower_service::Service;
 
@@ -86,14 +86,4 @@ fn expects_continue<B>(request: &Request<B>) -> bool {
             .iter()
             .next_back()
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
-/// Whether a comma-separated header such as `Connection` lists `token`.
-pub(crate) fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
 }
