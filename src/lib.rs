@@ -38,6 +38,7 @@
 
 pub mod drain;
 pub mod lingering;
+mod timers;
 
 pub use drain::{DrainBody, DrainBodyLayer, DrainBodyService};
 #[cfg(feature = "axum")]

@@ -1,0 +1,55 @@
+//! Whether tokio timers can be used here, and deadlines that cannot overflow.
+//!
+//! Both parts of the crate bound their work with tokio timers. A runtime built without
+//! `enable_time` panics as soon as a timer is created, and tokio offers no way to ask
+//! beforehand, so [`available`] asks once per runtime by creating one under
+//! `catch_unwind`; callers then fall back to a plain close or `Connection: close`.
+
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+/// Far enough to mean "no limit", near enough that tokio's timer wheel takes it.
+const FAR: Duration = Duration::from_secs(60 * 60 * 24 * 365);
+
+/// The runtime last found to have no timers, as a hash of its id (0: none yet).
+static WITHOUT_TIMERS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the current thread is in a tokio runtime whose timers are enabled.
+///
+/// The first probe in a runtime without timers lets tokio's panic message through the
+/// panic hook once; later probes in that runtime answer from the cache. Under
+/// `panic = "abort"` nothing can be probed and timers are assumed.
+pub(crate) fn available() -> bool {
+    let Ok(handle) = Handle::try_current() else {
+        return false;
+    };
+    if cfg!(panic = "abort") {
+        return true;
+    }
+    let key = BuildHasherDefault::<DefaultHasher>::default()
+        .hash_one(handle.id())
+        .max(1);
+    if WITHOUT_TIMERS.load(Ordering::Relaxed) == key {
+        return false;
+    }
+    // Creating a `Sleep` only checks for the driver; it registers nothing until polled.
+    let enabled = catch_unwind(AssertUnwindSafe(|| {
+        drop(tokio::time::sleep(Duration::ZERO));
+    }))
+    .is_ok();
+    if !enabled {
+        WITHOUT_TIMERS.store(key, Ordering::Relaxed);
+    }
+    enabled
+}
+
+/// `now + after`, or a year from now when that would overflow (`Duration::MAX`, say).
+pub(crate) fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after.min(FAR)).unwrap_or(now)
+}
