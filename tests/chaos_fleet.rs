@@ -1,0 +1,1051 @@
+//! A seeded chaos fleet: many concurrent raw TCP clients of random behaviour
+//! against the README set-ups, the raw hyper accept loop ("Quick start:
+//! hyper") and, with `--features axum`, `axum::serve(LingeringListener, Router
+//! .layer(DrainBodyLayer::new(256 * 1024)))`. Both use short `LingerConfig`
+//! bounds and a 1.5 s drain deadline so that misbehaving peers cost little time.
+//!
+//! Behaviours: keep-alive sequences with ignored, partly read and fully read
+//! bodies (`Content-Length` and chunked, empty to 1 MiB, around and above the
+//! limit), early 413s and large responses; pipelining; slow drip; `Expect:
+//! 100-continue`; HTTP/1.0; half-close; a body that stops mid-way; aborts with
+//! RST (SO_LINGER 0) at any byte; peers that never send FIN (reading or not);
+//! endless senders; prefixes followed by FIN.
+//!
+//! Invariants:
+//! - every response a well-behaved client waits for arrives whole (exact
+//!   status and bytes), a `Connection: close` is followed by a clean EOF
+//!   (never a reset), and a connection whose body the layer can drain is
+//!   reused;
+//! - the handlers see only request lines that clients really sent: request
+//!   bodies consist of requests for `/smuggled`, so a leftover parsed as a
+//!   request shows up;
+//! - once the clients are gone, the `lingering` and `background` gauges of
+//!   every `LingerStats` are 0, the runtime is back to its tasks of before
+//!   (so no drain, linger or connection task is left), and resident memory is
+//!   near its baseline.
+//!
+//! `LINGER_CHAOS_SECS` sets how long clients start new sessions (default 4);
+//! `LINGER_CHAOS_SEED` replays a seed (printed on failure).
+
+mod chaos;
+
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chaos::{
+    drip, prefix, rss_bytes, total_len, write_segments, BodySpec, End, Expect, ExpectBody, Failure,
+    Reader, Req, Rng, PATTERN, SMUGGLE,
+};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use linger::{DrainBody, DrainBodyLayer, LingerConfig, LingerGroup, LingeringListener};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{timeout, Instant};
+use tower::ServiceBuilder;
+
+const LIMIT: u64 = 256 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Bodies at most this large, sent at once, must always be drained.
+const SURELY_DRAINED: usize = 64 * 1024;
+const CLIENTS: usize = 48;
+const SESSIONS_PER_CLIENT: usize = 60;
+/// No session of any behaviour may take longer, however loaded the machine.
+const SESSION_LIMIT: Duration = Duration::from_secs(20);
+/// Settling after the clients: gauges, tasks.
+const SETTLE_LIMIT: Duration = Duration::from_secs(15);
+
+fn linger_config() -> LingerConfig {
+    LingerConfig::new()
+        .idle_timeout(Duration::from_millis(500))
+        .total_timeout(Duration::from_secs(2))
+        .max_bytes(8 * 1024 * 1024)
+}
+
+fn drain_layer() -> DrainBodyLayer {
+    DrainBodyLayer::new(LIMIT).timeout(DRAIN_TIMEOUT)
+}
+
+// ------------------------------------------------------------------ server --
+
+/// Every request line the handlers saw, in order.
+#[derive(Default)]
+struct Seen {
+    lines: Mutex<Vec<String>>,
+}
+
+/// The one handler of both set-ups; the first path segment says what to do:
+/// `ignore`, `consume` (answers the length read), `partial/{k}` (reads at
+/// least k bytes), `big/{n}` (n bytes of `PATTERN`), `reject` (413), `slow/{ms}`.
+async fn serve_request<B>(seen: &Seen, method: Method, uri: Uri, body: B) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Display,
+{
+    let path = uri.path().to_owned();
+    let line = format!("{method} {path}");
+    seen.lines.lock().unwrap().push(line.clone());
+    let mut segments = path.split('/').skip(1);
+    let kind = segments.next().unwrap_or_default();
+    let arg: usize = segments
+        .nth(1)
+        .and_then(|arg| arg.parse().ok())
+        .unwrap_or(0);
+    let text = |status: StatusCode, text: String| {
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        *response.status_mut() = status;
+        response
+    };
+    match kind {
+        "ignore" => text(StatusCode::OK, line),
+        "consume" => match body.collect().await {
+            Ok(body) => text(StatusCode::OK, format!("{line} {}", body.to_bytes().len())),
+            Err(e) => text(StatusCode::BAD_REQUEST, format!("body error: {e}")),
+        },
+        "partial" => {
+            let mut body = body;
+            let mut read = 0;
+            while read < arg {
+                match body.frame().await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                    _ => break,
+                }
+            }
+            text(StatusCode::OK, line)
+        }
+        "big" => {
+            let pattern: &'static [u8] = &PATTERN;
+            Response::new(Full::new(Bytes::from_static(&pattern[..arg])))
+        }
+        "reject" => text(StatusCode::PAYLOAD_TOO_LARGE, line),
+        "slow" => {
+            // The handler's own work, part of the scenario.
+            tokio::time::sleep(Duration::from_millis(arg as u64)).await;
+            text(StatusCode::OK, line)
+        }
+        _ => text(StatusCode::NOT_FOUND, line),
+    }
+}
+
+/// A server under test: its address, its linger counters and what it saw.
+struct Fleet {
+    name: &'static str,
+    addr: SocketAddr,
+    group: LingerGroup,
+    seen: Arc<Seen>,
+}
+
+/// README "Quick start: hyper", with short bounds.
+async fn start_hyper() -> Fleet {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let group = LingerGroup::new(linger_config());
+    let listener = LingeringListener::with_group(tcp, group.clone());
+    let seen = Arc::new(Seen::default());
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _peer)) = listener.accept().await else {
+                // Out of descriptors, say: the clients' failures will tell.
+                tokio::task::yield_now().await;
+                continue;
+            };
+            let seen = record.clone();
+            let service = ServiceBuilder::new().layer(drain_layer()).service_fn(
+                move |request: Request<DrainBody<Incoming>>| {
+                    let seen = seen.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let response = serve_request(&seen, parts.method, parts.uri, body).await;
+                        Ok::<_, Infallible>(response)
+                    }
+                },
+            );
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .await;
+            });
+        }
+    });
+    Fleet {
+        name: "hyper",
+        addr,
+        group,
+        seen,
+    }
+}
+
+/// README "Quick start: axum", with short bounds.
+#[cfg(feature = "axum")]
+async fn start_axum() -> Fleet {
+    use axum::routing::any;
+    use axum::Router;
+
+    let seen = Arc::new(Seen::default());
+    let record = seen.clone();
+    let app = Router::new()
+        .route(
+            "/{*rest}",
+            any(move |request: axum::extract::Request| {
+                let seen = record.clone();
+                async move {
+                    let (parts, body) = request.into_parts();
+                    serve_request(&seen, parts.method, parts.uri, body).await
+                }
+            }),
+        )
+        .layer(drain_layer());
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let group = LingerGroup::new(linger_config());
+    let listener = LingeringListener::with_group(tcp, group.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Fleet {
+        name: "axum",
+        addr,
+        group,
+        seen,
+    }
+}
+
+// ----------------------------------------------------------------- clients --
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Behaviour {
+    Sequential,
+    Pipelined,
+    SlowDrip,
+    ExpectContinue,
+    Http10,
+    HalfClose,
+    StallMidBody,
+    AbortRst,
+    NeverFin,
+    EndlessSender,
+    PrefixThenFin,
+}
+
+const BEHAVIOURS: [(u64, Behaviour); 11] = [
+    (24, Behaviour::Sequential),
+    (10, Behaviour::Pipelined),
+    (7, Behaviour::SlowDrip),
+    (8, Behaviour::ExpectContinue),
+    (6, Behaviour::Http10),
+    (6, Behaviour::HalfClose),
+    (3, Behaviour::StallMidBody),
+    (12, Behaviour::AbortRst),
+    (8, Behaviour::NeverFin),
+    (4, Behaviour::EndlessSender),
+    (10, Behaviour::PrefixThenFin),
+];
+
+/// What the fleet of clients did, for the final checks.
+#[derive(Default)]
+struct Ledger {
+    /// Request lines clients wrote (or began to write).
+    sent: Mutex<HashSet<String>>,
+    /// Request lines whose response a client received whole.
+    answered: Mutex<Vec<String>>,
+    failures: Mutex<Vec<String>>,
+    sessions: Mutex<BTreeMap<(Behaviour, &'static str), usize>>,
+}
+
+type Outcome = Result<(), String>;
+
+struct Session<'a> {
+    ledger: &'a Ledger,
+    fleet: &'a Fleet,
+    rng: Rng,
+    tag: String,
+    requests: usize,
+}
+
+/// `Err` with context unless `cond`.
+fn ensure(cond: bool, what: impl FnOnce() -> String) -> Outcome {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+/// The exact response the handler gives `req` (its path says what to do).
+fn expected(req: &Req) -> Expect {
+    let line = req.line();
+    let mut segments = req.path.split('/').skip(1);
+    let kind = segments.next().unwrap_or_default();
+    let arg: usize = segments
+        .nth(1)
+        .and_then(|arg| arg.parse().ok())
+        .unwrap_or(0);
+    match kind {
+        "consume" => Expect::text(200, format!("{line} {}", req.body.len())),
+        "big" => Expect {
+            status: 200,
+            body: ExpectBody::Pattern(arg),
+        },
+        "reject" => Expect::text(413, line),
+        _ => Expect::text(200, line),
+    }
+}
+
+/// Whether the layer must get this body out of the way, keeping the connection.
+fn surely_drained(req: &Req) -> bool {
+    req.path.starts_with("/consume/") || req.body.len() <= SURELY_DRAINED
+}
+
+impl Session<'_> {
+    fn path(&mut self, kind: &str, arg: usize) -> String {
+        self.requests += 1;
+        format!("/{kind}/{}-{}/{arg}", self.tag, self.requests)
+    }
+
+    fn body(&mut self, max: usize) -> BodySpec {
+        let len = match self
+            .rng
+            .weighted(&[(3, 0u8), (4, 1), (4, 2), (2, 3), (1, 4)])
+        {
+            0 => self.rng.usize(0, 16),
+            1 => self.rng.usize(17, 1024),
+            2 => self.rng.usize(1025, SURELY_DRAINED),
+            3 => self.rng.usize(200 * 1024, 300 * 1024),
+            _ => chaos::MAX_BODY,
+        }
+        .min(max);
+        if self.rng.chance(40) {
+            let chunk = self.rng.usize((len / 64).max(1), 16 * 1024);
+            BodySpec::Chunked { len, chunk }
+        } else {
+            BodySpec::Length(len)
+        }
+    }
+
+    /// A random request to any handler, with its exact expected response.
+    fn request(&mut self, max_body: usize, max_response: usize) -> (Req, Expect) {
+        let kind = self.rng.weighted(&[
+            (30, "ignore"),
+            (20, "consume"),
+            (15, "partial"),
+            (10, "big"),
+            (10, "reject"),
+            (8, "slow"),
+        ]);
+        let mut body = if self.rng.chance(15) {
+            BodySpec::None
+        } else {
+            self.body(max_body)
+        };
+        if matches!(body, BodySpec::Length(0)) && self.rng.chance(50) {
+            body = BodySpec::None;
+        }
+        let arg = match kind {
+            "partial" => self.rng.usize(0, body.len()),
+            "big" => {
+                let len = match self.rng.weighted(&[(3, 0u8), (2, 1), (1, 2)]) {
+                    0 => self.rng.usize(1, 4096),
+                    1 => self.rng.usize(4097, 256 * 1024),
+                    _ => chaos::MAX_BODY,
+                };
+                len.min(max_response)
+            }
+            "slow" => self.rng.usize(1, 150),
+            _ => 0,
+        };
+        let method = if matches!(body, BodySpec::None) {
+            "GET"
+        } else {
+            "POST"
+        };
+        let path = self.path(kind, arg);
+        let req = Req {
+            method,
+            path,
+            version: "HTTP/1.1",
+            headers: Vec::new(),
+            body,
+        };
+        let expect = expected(&req);
+        (req, expect)
+    }
+
+    async fn connect(&self) -> Result<TcpStream, String> {
+        let stream = TcpStream::connect(self.fleet.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        Ok(stream)
+    }
+
+    fn sent(&self, req: &Req) {
+        self.ledger.sent.lock().unwrap().insert(req.line());
+    }
+
+    fn answered(&self, req: &Req) {
+        self.ledger.answered.lock().unwrap().push(req.line());
+    }
+
+    async fn run(&mut self, behaviour: Behaviour) -> Outcome {
+        match behaviour {
+            Behaviour::Sequential => self.sequential().await,
+            Behaviour::Pipelined => self.pipelined().await,
+            Behaviour::SlowDrip => self.slow_drip().await,
+            Behaviour::ExpectContinue => self.expect_continue().await,
+            Behaviour::Http10 => self.http10().await,
+            Behaviour::HalfClose => self.half_close().await,
+            Behaviour::StallMidBody => self.stall_mid_body().await,
+            Behaviour::AbortRst => self.abort_rst().await,
+            Behaviour::NeverFin => self.never_fin().await,
+            Behaviour::EndlessSender => self.endless_sender().await,
+            Behaviour::PrefixThenFin => self.prefix_then_fin().await,
+        }
+    }
+
+    /// Keep-alive: requests one after the other, each written while its
+    /// response is read, as a real client does.
+    async fn sequential(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let count = self.rng.usize(1, 6);
+        let mut previous: Option<Req> = None;
+        for i in 0..count {
+            let (req, expect) = self.request(chaos::MAX_BODY, chaos::MAX_BODY);
+            self.sent(&req);
+            let segments = req.segments();
+            let (written, read) =
+                tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+            let head = match read {
+                Ok(head) => head,
+                // The previous body could not be drained: hyper closes after
+                // its response without saying so (default mode). Fine, once.
+                Err(failure)
+                    if failure.nothing_arrived()
+                        && previous.as_ref().is_some_and(|p| !surely_drained(p)) =>
+                {
+                    return Ok(());
+                }
+                Err(failure) => {
+                    return Err(format!(
+                        "request {i} {} ({:?}) after {:?}: {failure}",
+                        req.line(),
+                        req.body,
+                        previous.as_ref().map(|p| (p.line(), p.body))
+                    ))
+                }
+            };
+            self.answered(&req);
+            if surely_drained(&req) {
+                ensure(written.is_ok(), || {
+                    format!("{}: write failed: {written:?}", req.line())
+                })?;
+            }
+            if head.close() {
+                ensure(!surely_drained(&req), || {
+                    format!(
+                        "{} ({:?}): Connection: close on a drainable body",
+                        req.line(),
+                        req.body
+                    )
+                })?;
+                let end = reader.end().await;
+                return ensure(end == End::Eof, || {
+                    format!("{}: after Connection: close: {end:?}", req.line())
+                });
+            }
+            previous = Some(req);
+        }
+        Ok(())
+    }
+
+    /// Several requests in one write; responses must come back in order.
+    async fn pipelined(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let count = self.rng.usize(2, 5);
+        let close_last = self.rng.chance(50);
+        let mut plan = Vec::new();
+        for i in 0..count {
+            let (mut req, expect) = self.request(16 * 1024, 64 * 1024);
+            if close_last && i == count - 1 {
+                req.headers.push("Connection: close".into());
+            }
+            plan.push((req, expect));
+        }
+        let mut segments = Vec::new();
+        for (req, _) in &plan {
+            self.sent(req);
+            segments.extend(req.segments());
+        }
+        let read_all = async {
+            let mut heads = Vec::new();
+            for (req, expect) in &plan {
+                let head = reader
+                    .response(expect)
+                    .await
+                    .map_err(|failure| format!("pipelined {}: {failure}", req.line()))?;
+                self.answered(req);
+                heads.push(head);
+            }
+            Ok::<_, String>(heads)
+        };
+        let (written, heads) = tokio::join!(write_segments(&mut wr, &segments), read_all);
+        let heads = heads?;
+        ensure(written.is_ok(), || format!("pipelined write: {written:?}"))?;
+        for (i, head) in heads.iter().enumerate() {
+            let last = i == heads.len() - 1;
+            ensure(head.close() == (close_last && last), || {
+                format!("pipelined response {i}: close {}", head.close())
+            })?;
+        }
+        if close_last {
+            let end = reader.end().await;
+            ensure(end == End::Eof, || format!("pipelined close: {end:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// A small request in tiny pieces; the connection must stay usable.
+    async fn slow_drip(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let (req, expect) = self.request(8 * 1024, 64 * 1024);
+        let segments = req.segments();
+        let pieces: Vec<_> = (0..self.rng.usize(2, 25))
+            .map(|_| (self.rng.usize(1, 700), self.rng.millis(1, 20)))
+            .collect();
+        self.sent(&req);
+        let (written, read) =
+            tokio::join!(drip(&mut wr, &segments, &pieces), reader.response(&expect));
+        read.map_err(|failure| format!("drip {} ({:?}): {failure}", req.line(), req.body))?;
+        self.answered(&req);
+        ensure(written.is_ok(), || format!("drip write: {written:?}"))?;
+        let (next, expect) = self.request(0, 64 * 1024);
+        self.sent(&next);
+        let segments = next.segments();
+        let (written, read) =
+            tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+        read.map_err(|failure| format!("after drip {}: {failure}", req.line()))?;
+        self.answered(&next);
+        ensure(written.is_ok(), || format!("write after drip: {written:?}"))
+    }
+
+    /// `Expect: 100-continue`: the body goes only after `100 Continue`; an
+    /// answer without reading gets `Connection: close` and a clean EOF.
+    async fn expect_continue(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let kind = self
+            .rng
+            .weighted(&[(2, "consume"), (2, "ignore"), (1, "reject")]);
+        let len = self.rng.usize(1, SURELY_DRAINED);
+        let path = self.path(kind, 0);
+        let req = Req {
+            method: "POST",
+            path,
+            version: "HTTP/1.1",
+            headers: vec!["Expect: 100-continue".into()],
+            body: BodySpec::Length(len),
+        };
+        let line = req.line();
+        self.sent(&req);
+        let expect = match kind {
+            "consume" => Expect::text(200, format!("{line} {len}")),
+            "reject" => Expect::text(413, line.clone()),
+            _ => Expect::text(200, line.clone()),
+        };
+        wr.write_all(&req.head()).await.map_err(|e| e.to_string())?;
+        let head = reader.head().await.map_err(|f| format!("{line}: {f}"))?;
+        if kind == "consume" {
+            ensure(head.status == 100, || {
+                format!("{line}: {} instead of 100", head.status)
+            })?;
+            let body = req.body_segments();
+            let (written, read) =
+                tokio::join!(write_segments(&mut wr, &body), reader.response(&expect));
+            let head = read.map_err(|f| format!("{line} after 100: {f}"))?;
+            self.answered(&req);
+            ensure(written.is_ok() && !head.close(), || {
+                format!("{line}: {written:?}")
+            })?;
+            return Ok(());
+        }
+        ensure(head.status == expect.status, || {
+            format!("{line}: status {} (the body was never read)", head.status)
+        })?;
+        let ExpectBody::Text(text) = &expect.body else {
+            unreachable!()
+        };
+        reader
+            .body(&head, Some(text.as_bytes()))
+            .await
+            .map_err(|f| format!("{line}: {f}"))?;
+        self.answered(&req);
+        ensure(head.close(), || {
+            format!("{line}: no Connection: close for an uninvited body")
+        })?;
+        let end = reader.end().await;
+        ensure(end == End::Eof, || format!("{line}: after close: {end:?}"))
+    }
+
+    /// HTTP/1.0 without keep-alive: one response, then a clean EOF.
+    async fn http10(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let (mut req, _) = self.request(300 * 1024, chaos::MAX_BODY);
+        // HTTP/1.0 has no chunked requests.
+        if let BodySpec::Chunked { len, .. } = req.body {
+            req.body = BodySpec::Length(len);
+        }
+        req.version = "HTTP/1.0";
+        let expect = expected(&req);
+        self.sent(&req);
+        let segments = req.segments();
+        let (_written, read) =
+            tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+        read.map_err(|f| format!("HTTP/1.0 {} ({:?}): {f}", req.line(), req.body))?;
+        self.answered(&req);
+        let end = reader.end().await;
+        ensure(end == End::Eof, || {
+            format!("HTTP/1.0 {}: {end:?}", req.line())
+        })
+    }
+
+    /// A whole request, then FIN: the response comes whole or not at all,
+    /// and the connection ends cleanly.
+    async fn half_close(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let (req, expect) = self.request(SURELY_DRAINED, 64 * 1024);
+        self.sent(&req);
+        write_segments(&mut wr, &req.segments())
+            .await
+            .map_err(|e| e.to_string())?;
+        wr.shutdown().await.map_err(|e| e.to_string())?;
+        match reader.response(&expect).await {
+            Ok(_) => {
+                self.answered(&req);
+                let end = reader.end().await;
+                ensure(end == End::Eof, || {
+                    format!("half-close {}: {end:?}", req.line())
+                })
+            }
+            Err(Failure::Eof { got: 0 }) => Ok(()),
+            Err(failure) => Err(format!(
+                "half-close {} ({:?}): {failure}",
+                req.line(),
+                req.body
+            )),
+        }
+    }
+
+    /// Part of a body, then silence: the response comes at once, the
+    /// connection ends cleanly once the drain deadline passes.
+    async fn stall_mid_body(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let len = self.rng.usize(2, SURELY_DRAINED);
+        let kind = self.rng.weighted(&[(3, "ignore"), (1, "reject")]);
+        let path = self.path(kind, 0);
+        let req = Req {
+            method: "POST",
+            path,
+            version: "HTTP/1.1",
+            headers: Vec::new(),
+            body: BodySpec::Length(len),
+        };
+        let line = req.line();
+        let expect = Expect::text(if kind == "reject" { 413 } else { 200 }, line.clone());
+        let segments = req.segments();
+        let cut = req.head().len() + self.rng.usize(0, len - 1);
+        self.sent(&req);
+        write_segments(&mut wr, &prefix(&segments, cut))
+            .await
+            .map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let head = reader
+            .response(&expect)
+            .await
+            .map_err(|f| format!("stalled {line}: {f}"))?;
+        self.answered(&req);
+        ensure(!head.close(), || {
+            format!("stalled {line}: closed before the drain gave up")
+        })?;
+        let end = reader.end().await;
+        ensure(end == End::Eof, || format!("stalled {line}: {end:?}"))?;
+        ensure(
+            started.elapsed() + Duration::from_millis(100) >= DRAIN_TIMEOUT,
+            || format!("stalled {line}: closed after {:?}", started.elapsed()),
+        )
+    }
+
+    /// A prefix of a request (maybe all of it, maybe a response read), then RST.
+    async fn abort_rst(&mut self) -> Outcome {
+        let stream = self.connect().await?;
+        stream.set_zero_linger().map_err(|e| e.to_string())?;
+        let (rd, mut wr) = stream.into_split();
+        let mut reader = Reader::new(rd);
+        let (req, expect) = self.request(chaos::MAX_BODY, chaos::MAX_BODY);
+        let segments = req.segments();
+        let cut = self.rng.usize(0, total_len(&segments));
+        self.sent(&req);
+        let _ = write_segments(&mut wr, &prefix(&segments, cut)).await;
+        if self.rng.chance(30) {
+            let _ = timeout(self.rng.millis(0, 100), reader.response(&expect)).await;
+        }
+        // SO_LINGER 0: dropping both halves resets the connection.
+        drop(wr);
+        drop(reader);
+        Ok(())
+    }
+
+    /// A request the server answers and closes; the client reads it (or
+    /// not) but never sends FIN until it goes away.
+    async fn never_fin(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let (mut req, _) = self.request(chaos::MAX_BODY, chaos::MAX_BODY);
+        match self.rng.usize(0, 2) {
+            0 => req.headers.push("Connection: close".into()),
+            1 => {
+                req.version = "HTTP/1.0";
+                if let BodySpec::Chunked { len, .. } = req.body {
+                    req.body = BodySpec::Length(len);
+                }
+            }
+            _ => {
+                // Declared above the limit: the layer refuses and says close.
+                req.body = BodySpec::Length(self.rng.usize(LIMIT as usize + 1, chaos::MAX_BODY));
+                req.method = "POST";
+                req.path = req.path.replace("/consume/", "/ignore/");
+            }
+        }
+        let expect = expected(&req);
+        let reads = self.rng.chance(70);
+        let hold = self.rng.millis(50, 1200);
+        self.sent(&req);
+        if reads {
+            let segments = req.segments();
+            let (_written, read) =
+                tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+            read.map_err(|f| format!("never-FIN {} ({:?}): {f}", req.line(), req.body))?;
+            self.answered(&req);
+            let end = reader.end().await;
+            ensure(end == End::Eof, || {
+                format!("never-FIN {}: {end:?}", req.line())
+            })?;
+        } else {
+            let _ = write_segments(&mut wr, &req.segments()).await;
+        }
+        // Holding the socket open without FIN is the behaviour under test.
+        tokio::time::sleep(hold).await;
+        Ok(())
+    }
+
+    /// A body that never ends, sent as fast as possible for a while, with the
+    /// response read alongside: it must arrive whole before any reset.
+    async fn endless_sender(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let kind = self.rng.weighted(&[(3, "ignore"), (1, "reject")]);
+        let path = self.path(kind, 0);
+        let chunked = self.rng.chance(50);
+        let req = Req {
+            method: "POST",
+            path,
+            version: "HTTP/1.1",
+            headers: if chunked {
+                vec!["Transfer-Encoding: chunked".into()]
+            } else {
+                vec![format!("Content-Length: {}", 1u64 << 40)]
+            },
+            body: BodySpec::None,
+        };
+        let line = req.line();
+        let expect = Expect::text(if kind == "reject" { 413 } else { 200 }, line.clone());
+        let budget = self.rng.millis(100, 800);
+        let max_bytes = 32 * 1024 * 1024;
+        self.sent(&req);
+        let send = async {
+            wr.write_all(&req.head()).await?;
+            let started = Instant::now();
+            let block: &'static [u8] = &SMUGGLE[..64 * 1024];
+            let chunk_head = format!("{:x}\r\n", block.len());
+            let mut sent = 0;
+            while sent < max_bytes && started.elapsed() < budget {
+                if chunked {
+                    wr.write_all(chunk_head.as_bytes()).await?;
+                    wr.write_all(block).await?;
+                    wr.write_all(b"\r\n").await?;
+                } else {
+                    wr.write_all(block).await?;
+                }
+                sent += block.len();
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let (_sent, read) = tokio::join!(send, reader.response(&expect));
+        read.map_err(|f| format!("endless {line} (chunked {chunked}): {f}"))?;
+        self.answered(&req);
+        Ok(())
+    }
+
+    /// A prefix of a request, then FIN: whatever comes back is one whole
+    /// response or nothing, then a clean EOF.
+    async fn prefix_then_fin(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let (req, expect) = self.request(SURELY_DRAINED, 64 * 1024);
+        let segments = req.segments();
+        let total = total_len(&segments);
+        let cut = self.rng.usize(0, total.saturating_sub(1));
+        if cut > 0 {
+            self.sent(&req);
+        }
+        write_segments(&mut wr, &prefix(&segments, cut))
+            .await
+            .map_err(|e| e.to_string())?;
+        wr.shutdown().await.map_err(|e| e.to_string())?;
+        let context = || {
+            format!(
+                "prefix {} ({:?}, {cut} of {total} bytes)",
+                req.line(),
+                req.body
+            )
+        };
+        let head = match reader.head().await {
+            Ok(head) => head,
+            Err(Failure::Eof { got: 0 }) => return Ok(()),
+            Err(failure) => return Err(format!("{}: {failure}", context())),
+        };
+        // 400: hyper's own answer to a broken head, or `consume` failing on
+        // the cut body; either must still arrive whole.
+        let expected = (head.status == expect.status).then(|| expect.bytes());
+        ensure(expected.is_some() || head.status == 400, || {
+            format!("{}: status {}", context(), head.status)
+        })?;
+        reader
+            .body(&head, expected)
+            .await
+            .map_err(|failure| format!("{}: {failure}", context()))?;
+        if expected.is_some() {
+            self.answered(&req);
+        }
+        let end = reader.end().await;
+        ensure(end == End::Eof, || format!("{}: {end:?}", context()))
+    }
+}
+
+async fn client(id: usize, seed: u64, fleets: Arc<Vec<Fleet>>, ledger: Arc<Ledger>, end: Instant) {
+    let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    for number in 0..SESSIONS_PER_CLIENT {
+        if number > 0 && Instant::now() >= end {
+            break;
+        }
+        // The first sessions of the fleet cover every behaviour on every server.
+        let (behaviour, fleet) = if number == 0 {
+            (
+                BEHAVIOURS[id % BEHAVIOURS.len()].1,
+                (id / BEHAVIOURS.len()) % fleets.len(),
+            )
+        } else {
+            (rng.weighted(&BEHAVIOURS), rng.usize(0, fleets.len() - 1))
+        };
+        let fleet = &fleets[fleet];
+        let mut session = Session {
+            ledger: &ledger,
+            fleet,
+            rng: Rng::new(rng.next_u64()),
+            tag: format!("{}{id}x{number}", &fleet.name[..1]),
+            requests: 0,
+        };
+        let outcome = match timeout(SESSION_LIMIT, session.run(behaviour)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("session timed out after {SESSION_LIMIT:?}")),
+        };
+        if let Err(what) = outcome {
+            ledger.failures.lock().unwrap().push(format!(
+                "{} client {id} session {number} {behaviour:?}: {what}",
+                fleet.name
+            ));
+        }
+        *ledger
+            .sessions
+            .lock()
+            .unwrap()
+            .entry((behaviour, fleet.name))
+            .or_default() += 1;
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held.
+// TODO(lingering): use `LingerGroup::wait_idle()` for the gauges once main has it.
+async fn settle(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
+async fn with_limit<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_fleet() {
+    let seed = env_u64("LINGER_CHAOS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let secs = env_u64("LINGER_CHAOS_SECS").unwrap_or(4);
+    let replay =
+        format!("seed {seed}: replay with LINGER_CHAOS_SEED={seed} LINGER_CHAOS_SECS={secs}");
+    eprintln!("chaos fleet, {replay}");
+
+    // The shared buffers are part of the baseline, not of what the run leaves behind.
+    LazyForce::force();
+    #[allow(unused_mut)]
+    let mut fleets = vec![start_hyper().await];
+    #[cfg(feature = "axum")]
+    fleets.push(start_axum().await);
+    let fleets = Arc::new(fleets);
+    let metrics = tokio::runtime::Handle::current().metrics();
+    // The test's own task and the servers' accept loops.
+    let baseline_tasks = metrics.num_alive_tasks();
+    let baseline_rss = rss_bytes();
+
+    let ledger = Arc::new(Ledger::default());
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut clients = tokio::task::JoinSet::new();
+    for id in 0..CLIENTS {
+        clients.spawn(client(id, seed, fleets.clone(), ledger.clone(), end));
+    }
+    let run_limit = Duration::from_secs(secs) + SESSION_LIMIT + Duration::from_secs(10);
+    with_limit(run_limit, "the fleet", async {
+        while let Some(joined) = clients.join_next().await {
+            if let Err(e) = joined {
+                ledger
+                    .failures
+                    .lock()
+                    .unwrap()
+                    .push(format!("client panicked: {e}"));
+            }
+        }
+    })
+    .await;
+
+    let mut problems: Vec<String> = ledger.failures.lock().unwrap().clone();
+
+    for fleet in fleets.iter() {
+        let idle = settle(SETTLE_LIMIT, || {
+            let stats = fleet.group.stats();
+            stats.lingering == 0 && stats.background == 0
+        })
+        .await;
+        if !idle {
+            problems.push(format!(
+                "{}: gauges stuck: {:?}",
+                fleet.name,
+                fleet.group.stats()
+            ));
+        }
+    }
+    // Every connection, drain and background close is a task of this runtime.
+    // TODO(drain counters): also assert the drain gauge of `DrainCounters` is 0
+    // here once the drain change lands (opt-in counters on the layer).
+    let tasks_back = settle(SETTLE_LIMIT, || metrics.num_alive_tasks() <= baseline_tasks).await;
+    if !tasks_back {
+        problems.push(format!(
+            "{} tasks alive after the fleet, {baseline_tasks} before",
+            metrics.num_alive_tasks()
+        ));
+    }
+
+    let sent = ledger.sent.lock().unwrap().clone();
+    for fleet in fleets.iter() {
+        let seen = fleet.seen.lines.lock().unwrap();
+        for line in seen.iter() {
+            if !sent.contains(line) {
+                problems.push(format!(
+                    "{}: handler saw a request nobody sent: {line}",
+                    fleet.name
+                ));
+            }
+        }
+    }
+    let seen_all: HashSet<String> = fleets
+        .iter()
+        .flat_map(|fleet| fleet.seen.lines.lock().unwrap().clone())
+        .collect();
+    for line in ledger.answered.lock().unwrap().iter() {
+        if !seen_all.contains(line) {
+            problems.push(format!("answered without the handler seeing it: {line}"));
+        }
+    }
+
+    if let (Some(before), Some(after)) = (baseline_rss, rss_bytes()) {
+        // Generous: allocator caches stay; a leak of connections or bodies does not fit.
+        let bound = 160 * 1024 * 1024;
+        if after > before + bound {
+            problems.push(format!(
+                "resident memory {} MiB after the fleet, {} MiB before",
+                after >> 20,
+                before >> 20
+            ));
+        }
+        eprintln!(
+            "rss: {} MiB before, {} MiB after",
+            before >> 20,
+            after >> 20
+        );
+    }
+
+    let sessions = ledger.sessions.lock().unwrap().clone();
+    let total: usize = sessions.values().sum();
+    eprintln!("{total} sessions: {sessions:?}");
+    for fleet in fleets.iter() {
+        eprintln!(
+            "{}: {} requests handled, {:?}",
+            fleet.name,
+            fleet.seen.lines.lock().unwrap().len(),
+            fleet.group.stats()
+        );
+    }
+    if !problems.is_empty() {
+        let shown = problems.len().min(25);
+        panic!(
+            "chaos fleet, {replay}: {} problems, first {shown}:\n{}",
+            problems.len(),
+            problems[..shown].join("\n")
+        );
+    }
+}
+
+/// Forces the shared static buffers.
+struct LazyForce;
+
+impl LazyForce {
+    fn force() {
+        let _ = (SMUGGLE.len(), PATTERN.len());
+    }
+}
