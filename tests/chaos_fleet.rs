@@ -56,10 +56,15 @@ use tower::ServiceBuilder;
 
 const LIMIT: u64 = 256 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Whether the layer drains the body of an `Upgrade` offer answered without
+/// 101. TODO(drain): true once the drain change lands on main.
+const UPGRADE_OFFERS_DRAINED: bool = false;
 /// Bodies at most this large, sent at once, must always be drained.
 const SURELY_DRAINED: usize = 64 * 1024;
 const CLIENTS: usize = 48;
 const SESSIONS_PER_CLIENT: usize = 60;
+/// No single exchange may take longer.
+const STEP: Duration = Duration::from_secs(8);
 /// No session of any behaviour may take longer, however loaded the machine.
 const SESSION_LIMIT: Duration = Duration::from_secs(20);
 /// Settling after the clients: gauges, tasks.
@@ -234,9 +239,11 @@ enum Behaviour {
     NeverFin,
     EndlessSender,
     PrefixThenFin,
+    SlowReader,
+    UpgradeOffer,
 }
 
-const BEHAVIOURS: [(u64, Behaviour); 11] = [
+const BEHAVIOURS: [(u64, Behaviour); 13] = [
     (24, Behaviour::Sequential),
     (10, Behaviour::Pipelined),
     (7, Behaviour::SlowDrip),
@@ -248,6 +255,8 @@ const BEHAVIOURS: [(u64, Behaviour); 11] = [
     (8, Behaviour::NeverFin),
     (4, Behaviour::EndlessSender),
     (10, Behaviour::PrefixThenFin),
+    (4, Behaviour::SlowReader),
+    (4, Behaviour::UpgradeOffer),
 ];
 
 /// What the fleet of clients did, for the final checks.
@@ -255,6 +264,9 @@ const BEHAVIOURS: [(u64, Behaviour); 11] = [
 struct Ledger {
     /// Request lines clients wrote (or began to write).
     sent: Mutex<HashSet<String>>,
+    /// Request lines written after one whose answer closes the connection:
+    /// the server must not process them (RFC 9112 §9.6).
+    not_served: Mutex<HashSet<String>>,
     /// Request lines whose response a client received whole.
     answered: Mutex<Vec<String>>,
     failures: Mutex<Vec<String>>,
@@ -408,6 +420,8 @@ impl Session<'_> {
             Behaviour::NeverFin => self.never_fin().await,
             Behaviour::EndlessSender => self.endless_sender().await,
             Behaviour::PrefixThenFin => self.prefix_then_fin().await,
+            Behaviour::SlowReader => self.slow_reader().await,
+            Behaviour::UpgradeOffer => self.upgrade_offer().await,
         }
     }
 
@@ -467,49 +481,97 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Several requests in one write; responses must come back in order.
+    /// Several requests in one write; responses must come back in order. One
+    /// of them may carry a body above the limit (the stopper): declared, the
+    /// connection ends after its response and nothing behind it may be
+    /// served; chunked, hyper may still get past the rest of it on its own,
+    /// so the requests behind it are answered whole or not at all.
     async fn pipelined(&mut self) -> Outcome {
         let (rd, mut wr) = self.connect().await?.into_split();
         let mut reader = Reader::new(rd);
         let count = self.rng.usize(2, 5);
         let close_last = self.rng.chance(50);
+        let stopper = self.rng.chance(30).then(|| self.rng.usize(0, count - 2));
+        let declared_stopper = self.rng.chance(50);
         let mut plan = Vec::new();
         for i in 0..count {
-            let (mut req, expect) = self.request(16 * 1024, 64 * 1024);
+            let (mut req, mut expect) = self.request(16 * 1024, 64 * 1024);
+            if stopper == Some(i) {
+                let len = self.rng.usize(LIMIT as usize + 1, chaos::MAX_BODY);
+                req.method = "POST";
+                req.path = self.path("ignore", 0);
+                req.body = if declared_stopper {
+                    BodySpec::Length(len)
+                } else {
+                    BodySpec::Chunked {
+                        len,
+                        chunk: 16 * 1024,
+                    }
+                };
+                expect = expected(&req);
+            }
             if close_last && i == count - 1 {
                 req.headers.push("Connection: close".into());
             }
             plan.push((req, expect));
         }
         let mut segments = Vec::new();
-        for (req, _) in &plan {
+        for (i, (req, _)) in plan.iter().enumerate() {
             self.sent(req);
+            if declared_stopper && stopper.is_some_and(|stop| i > stop) {
+                self.ledger.not_served.lock().unwrap().insert(req.line());
+            }
             segments.extend(req.segments());
         }
+        let must_answer = match stopper {
+            Some(stop) => stop + 1,
+            None => count,
+        };
+        let may_answer = if declared_stopper { must_answer } else { count };
         let read_all = async {
             let mut heads = Vec::new();
-            for (req, expect) in &plan {
-                let head = reader
-                    .response(expect)
-                    .await
-                    .map_err(|failure| format!("pipelined {}: {failure}", req.line()))?;
+            for (i, (req, expect)) in plan[..may_answer].iter().enumerate() {
+                match reader.response(expect).await {
+                    Ok(head) => heads.push(head),
+                    Err(failure) if i >= must_answer && failure.nothing_arrived() => break,
+                    Err(failure) => {
+                        return Err(format!(
+                            "pipelined {} ({:?}): {failure}",
+                            req.line(),
+                            req.body
+                        ))
+                    }
+                }
                 self.answered(req);
-                heads.push(head);
             }
             Ok::<_, String>(heads)
         };
         let (written, heads) = tokio::join!(write_segments(&mut wr, &segments), read_all);
         let heads = heads?;
-        ensure(written.is_ok(), || format!("pipelined write: {written:?}"))?;
+        if stopper.is_none() {
+            ensure(written.is_ok(), || format!("pipelined write: {written:?}"))?;
+        }
+        let describe = || {
+            let plan: Vec<_> = plan
+                .iter()
+                .map(|(req, _)| (req.line(), req.body, &req.headers))
+                .collect();
+            format!("pipelined {plan:?}, stopper {stopper:?}")
+        };
         for (i, head) in heads.iter().enumerate() {
-            let last = i == heads.len() - 1;
-            ensure(head.close() == (close_last && last), || {
-                format!("pipelined response {i}: close {}", head.close())
+            let says_close = if stopper == Some(i) {
+                // Chunked: the response leaves before the drain gives up.
+                declared_stopper
+            } else {
+                close_last && i == count - 1
+            };
+            ensure(head.close() == says_close, || {
+                format!("{}: response {i}: close {}", describe(), head.close())
             })?;
         }
-        if close_last {
+        if close_last || heads.len() < count {
             let end = reader.end().await;
-            ensure(end == End::Eof, || format!("pipelined close: {end:?}"))?;
+            ensure(end == End::Eof, || format!("{}: {end:?}", describe()))?;
         }
         Ok(())
     }
@@ -540,53 +602,72 @@ impl Session<'_> {
     }
 
     /// `Expect: 100-continue`: the body goes only after `100 Continue`; an
-    /// answer without reading gets `Connection: close` and a clean EOF.
+    /// answer without reading gets `Connection: close` and a clean EOF; a
+    /// body that was read keeps the connection.
     async fn expect_continue(&mut self) -> Outcome {
         let (rd, mut wr) = self.connect().await?.into_split();
         let mut reader = Reader::new(rd);
-        let kind = self
-            .rng
-            .weighted(&[(2, "consume"), (2, "ignore"), (1, "reject")]);
+        let kind = self.rng.weighted(&[
+            (2, "consume"),
+            (2, "partial"),
+            (2, "ignore"),
+            (1, "reject"),
+            (1, "big"),
+        ]);
         let len = self.rng.usize(1, SURELY_DRAINED);
-        let path = self.path(kind, 0);
+        let arg = match kind {
+            "partial" => self.rng.usize(1, len),
+            "big" => self.rng.usize(1, 64 * 1024),
+            _ => 0,
+        };
+        let path = self.path(kind, arg);
+        let body = if self.rng.chance(30) {
+            BodySpec::Chunked {
+                len,
+                chunk: self.rng.usize(1024, 16 * 1024),
+            }
+        } else {
+            BodySpec::Length(len)
+        };
         let req = Req {
             method: "POST",
             path,
             version: "HTTP/1.1",
             headers: vec!["Expect: 100-continue".into()],
-            body: BodySpec::Length(len),
+            body,
         };
         let line = req.line();
+        let expect = expected(&req);
         self.sent(&req);
-        let expect = match kind {
-            "consume" => Expect::text(200, format!("{line} {len}")),
-            "reject" => Expect::text(413, line.clone()),
-            _ => Expect::text(200, line.clone()),
-        };
         wr.write_all(&req.head()).await.map_err(|e| e.to_string())?;
         let head = reader.head().await.map_err(|f| format!("{line}: {f}"))?;
-        if kind == "consume" {
+        if matches!(kind, "consume" | "partial") {
             ensure(head.status == 100, || {
                 format!("{line}: {} instead of 100", head.status)
             })?;
             let body = req.body_segments();
             let (written, read) =
                 tokio::join!(write_segments(&mut wr, &body), reader.response(&expect));
-            let head = read.map_err(|f| format!("{line} after 100: {f}"))?;
+            let head = read.map_err(|f| format!("{line} ({:?}) after 100: {f}", req.body))?;
             self.answered(&req);
             ensure(written.is_ok() && !head.close(), || {
-                format!("{line}: {written:?}")
+                format!("{line}: {written:?}, close {}", head.close())
             })?;
-            return Ok(());
+            // The body was invited and drained: the connection goes on.
+            let (next, expect) = self.request(0, 64 * 1024);
+            self.sent(&next);
+            let segments = next.segments();
+            let (written, read) =
+                tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+            read.map_err(|f| format!("after 100-continue {line} ({:?}): {f}", req.body))?;
+            self.answered(&next);
+            return ensure(written.is_ok(), || format!("{line}: {written:?}"));
         }
         ensure(head.status == expect.status, || {
             format!("{line}: status {} (the body was never read)", head.status)
         })?;
-        let ExpectBody::Text(text) = &expect.body else {
-            unreachable!()
-        };
         reader
-            .body(&head, Some(text.as_bytes()))
+            .body(&head, Some(expect.bytes()))
             .await
             .map_err(|f| format!("{line}: {f}"))?;
         self.answered(&req);
@@ -607,13 +688,34 @@ impl Session<'_> {
             req.body = BodySpec::Length(len);
         }
         req.version = "HTTP/1.0";
+        let keep_alive = surely_drained(&req) && self.rng.chance(40);
+        if keep_alive {
+            req.headers.push("Connection: keep-alive".into());
+        }
         let expect = expected(&req);
         self.sent(&req);
         let segments = req.segments();
         let (_written, read) =
             tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
-        read.map_err(|f| format!("HTTP/1.0 {} ({:?}): {f}", req.line(), req.body))?;
+        let head = read.map_err(|f| format!("HTTP/1.0 {} ({:?}): {f}", req.line(), req.body))?;
         self.answered(&req);
+        if keep_alive {
+            ensure(!head.close(), || {
+                format!("HTTP/1.0 keep-alive {}: close", req.line())
+            })?;
+            let (mut next, _) = self.request(0, 64 * 1024);
+            next.version = "HTTP/1.0";
+            if let BodySpec::Chunked { len, .. } = next.body {
+                next.body = BodySpec::Length(len);
+            }
+            let expect = expected(&next);
+            self.sent(&next);
+            let segments = next.segments();
+            let (_written, read) =
+                tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+            read.map_err(|f| format!("HTTP/1.0 after keep-alive {}: {f}", req.line()))?;
+            self.answered(&next);
+        }
         let end = reader.end().await;
         ensure(end == End::Eof, || {
             format!("HTTP/1.0 {}: {end:?}", req.line())
@@ -726,7 +828,9 @@ impl Session<'_> {
                 // Declared above the limit: the layer refuses and says close.
                 req.body = BodySpec::Length(self.rng.usize(LIMIT as usize + 1, chaos::MAX_BODY));
                 req.method = "POST";
-                req.path = req.path.replace("/consume/", "/ignore/");
+                if req.path.starts_with("/consume/") || req.path.starts_with("/partial/") {
+                    req.path = self.path("ignore", 0);
+                }
             }
         }
         let expect = expected(&req);
@@ -735,16 +839,34 @@ impl Session<'_> {
         self.sent(&req);
         if reads {
             let segments = req.segments();
-            let (_written, read) =
-                tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
-            read.map_err(|f| format!("never-FIN {} ({:?}): {f}", req.line(), req.body))?;
+            let exchange = async {
+                tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect))
+            };
+            let (written, read) = timeout(STEP, exchange).await.map_err(|_| {
+                format!("never-FIN {} ({:?}): exchange stuck", req.line(), req.body)
+            })?;
+            read.map_err(|f| {
+                format!(
+                    "never-FIN {} ({:?}): {f}, write {written:?}",
+                    req.line(),
+                    req.body
+                )
+            })?;
             self.answered(&req);
-            let end = reader.end().await;
+            let end = timeout(STEP, reader.end()).await.map_err(|_| {
+                format!(
+                    "never-FIN {} ({:?}): no EOF, write {written:?}",
+                    req.line(),
+                    req.body
+                )
+            })?;
             ensure(end == End::Eof, || {
                 format!("never-FIN {}: {end:?}", req.line())
             })?;
         } else {
-            let _ = write_segments(&mut wr, &req.segments()).await;
+            // Neither side reads while the other writes once buffers fill: the
+            // peer gives up after its hold time, as such a peer would.
+            let _ = timeout(hold, write_segments(&mut wr, &req.segments())).await;
         }
         // Holding the socket open without FIN is the behaviour under test.
         tokio::time::sleep(hold).await;
@@ -797,6 +919,110 @@ impl Session<'_> {
         read.map_err(|f| format!("endless {line} (chunked {chunked}): {f}"))?;
         self.answered(&req);
         Ok(())
+    }
+
+    /// A large response read slowly through a small receive window, so that
+    /// the server is still sending when it would close.
+    async fn slow_reader(&mut self) -> Outcome {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .set_recv_buffer_size(16 * 1024)
+            .map_err(|e| e.to_string())?;
+        let stream = socket
+            .connect(self.fleet.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (rd, mut wr) = stream.into_split();
+        let mut reader = Reader::new(rd);
+        let len = self.rng.usize(256 * 1024, chaos::MAX_BODY);
+        let close = self.rng.chance(50);
+        let body = self.body(SURELY_DRAINED);
+        let req = Req {
+            method: "POST",
+            path: self.path("big", len),
+            version: "HTTP/1.1",
+            headers: if close {
+                vec!["Connection: close".into()]
+            } else {
+                Vec::new()
+            },
+            body,
+        };
+        let expect = expected(&req);
+        // About a second for the whole response, longer than the idle timeout.
+        reader.pace(Duration::from_millis(
+            1000 * chaos::READ_CHUNK as u64 / len as u64,
+        ));
+        self.sent(&req);
+        let segments = req.segments();
+        let (written, read) =
+            tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+        let head = read.map_err(|f| format!("slow reader {} ({:?}): {f}", req.line(), req.body))?;
+        self.answered(&req);
+        ensure(written.is_ok() && head.close() == close, || {
+            format!(
+                "slow reader {}: {written:?}, close {}",
+                req.line(),
+                head.close()
+            )
+        })?;
+        reader.pace(Duration::ZERO);
+        if close {
+            let end = reader.end().await;
+            return ensure(end == End::Eof, || {
+                format!("slow reader {}: {end:?}", req.line())
+            });
+        }
+        let (next, expect) = self.request(0, 64 * 1024);
+        self.sent(&next);
+        let segments = next.segments();
+        let (written, read) =
+            tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+        read.map_err(|f| format!("after slow reader {}: {f}", req.line()))?;
+        self.answered(&next);
+        ensure(written.is_ok(), || {
+            format!("after slow reader: {written:?}")
+        })
+    }
+
+    /// An `Upgrade` offer with a body, answered without switching: the
+    /// response arrives whole, and the connection ends cleanly or goes on.
+    async fn upgrade_offer(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let (mut req, _) = self.request(16 * 1024, 64 * 1024);
+        req.headers.push("Connection: upgrade".into());
+        req.headers.push("Upgrade: websocket".into());
+        let expect = expected(&req);
+        self.sent(&req);
+        let segments = req.segments();
+        let (written, read) =
+            tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+        read.map_err(|f| format!("upgrade offer {} ({:?}): {f}", req.line(), req.body))?;
+        self.answered(&req);
+        ensure(written.is_ok(), || {
+            format!("upgrade offer write: {written:?}")
+        })?;
+        let (next, expect) = self.request(0, 64 * 1024);
+        self.sent(&next);
+        let segments = next.segments();
+        let (_, read) = tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
+        match read {
+            Ok(_) => {
+                self.answered(&next);
+                Ok(())
+            }
+            // TODO(drain): once `Upgrade` offers are drained when the answer is
+            // not 101, a drainable body must keep the connection here too.
+            Err(Failure::Eof { got: 0 }) if !UPGRADE_OFFERS_DRAINED || !surely_drained(&req) => {
+                Ok(())
+            }
+            Err(failure) => Err(format!(
+                "after upgrade offer {} ({:?}): {failure}",
+                req.line(),
+                req.body
+            )),
+        }
     }
 
     /// A prefix of a request, then FIN: whatever comes back is one whole
@@ -988,6 +1214,17 @@ async fn chaos_fleet() {
             if !sent.contains(line) {
                 problems.push(format!(
                     "{}: handler saw a request nobody sent: {line}",
+                    fleet.name
+                ));
+            }
+        }
+    }
+    let not_served = ledger.not_served.lock().unwrap().clone();
+    for fleet in fleets.iter() {
+        for line in fleet.seen.lines.lock().unwrap().iter() {
+            if not_served.contains(line) {
+                problems.push(format!(
+                    "{}: served a request behind a closing one: {line}",
                     fleet.name
                 ));
             }

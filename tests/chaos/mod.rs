@@ -325,8 +325,8 @@ impl fmt::Display for Failure {
 pub enum End {
     Eof,
     Reset,
-    /// More bytes arrived (their count).
-    Data(usize),
+    /// More bytes arrived (the first of them).
+    Data(String),
     Error(io::ErrorKind),
 }
 
@@ -335,9 +335,11 @@ pub struct Reader {
     buf: Vec<u8>,
     /// Bytes of the current response received so far.
     got: usize,
+    /// Pause before each read: a slow reader.
+    pace: Duration,
 }
 
-const READ_CHUNK: usize = 16 * 1024;
+pub const READ_CHUNK: usize = 16 * 1024;
 const MAX_HEAD: usize = 16 * 1024;
 
 impl Reader {
@@ -346,11 +348,21 @@ impl Reader {
             rd,
             buf: Vec::with_capacity(READ_CHUNK),
             got: 0,
+            pace: Duration::ZERO,
         }
+    }
+
+    /// Pauses `pace` before every read from now on.
+    pub fn pace(&mut self, pace: Duration) {
+        self.pace = pace;
     }
 
     /// Reads more bytes; `Ok(0)` at EOF.
     async fn fill(&mut self) -> Result<usize, Failure> {
+        if !self.pace.is_zero() {
+            // The behaviour of a slow reader, not synchronisation.
+            tokio::time::sleep(self.pace).await;
+        }
         let start = self.buf.len();
         self.buf.resize(start + READ_CHUNK, 0);
         let res = self.rd.read(&mut self.buf[start..]).await;
@@ -528,16 +540,17 @@ impl Reader {
 
     /// How the connection ends, once the expected responses were read.
     pub async fn end(&mut self) -> End {
-        if !self.buf.is_empty() {
-            return End::Data(self.buf.len());
+        if self.buf.is_empty() {
+            match self.fill().await {
+                Ok(0) => return End::Eof,
+                Ok(_) => {}
+                Err(Failure::Reset { .. }) => return End::Reset,
+                Err(Failure::Io(e)) => return End::Error(e.kind()),
+                Err(_) => return End::Error(io::ErrorKind::Other),
+            }
         }
-        match self.fill().await {
-            Ok(0) => End::Eof,
-            Ok(n) => End::Data(n),
-            Err(Failure::Reset { .. }) => End::Reset,
-            Err(Failure::Io(e)) => End::Error(e.kind()),
-            Err(_) => End::Error(io::ErrorKind::Other),
-        }
+        let preview = &self.buf[..self.buf.len().min(120)];
+        End::Data(String::from_utf8_lossy(preview).into_owned())
     }
 }
 
