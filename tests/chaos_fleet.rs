@@ -62,7 +62,8 @@ const UPGRADE_OFFERS_DRAINED: bool = false;
 /// Bodies at most this large, sent at once, must always be drained.
 const SURELY_DRAINED: usize = 64 * 1024;
 const CLIENTS: usize = 48;
-const SESSIONS_PER_CLIENT: usize = 60;
+/// Sessions per client per second of the run, at most.
+const SESSIONS_PER_SECOND: usize = 15;
 /// No single exchange may take longer.
 const STEP: Duration = Duration::from_secs(8);
 /// No session of any behaviour may take longer, however loaded the machine.
@@ -1071,9 +1072,10 @@ impl Session<'_> {
     }
 }
 
-async fn client(id: usize, seed: u64, fleets: Arc<Vec<Fleet>>, ledger: Arc<Ledger>, end: Instant) {
+async fn client(id: usize, seed: u64, fleets: Arc<Vec<Fleet>>, ledger: Arc<Ledger>, secs: u64) {
+    let end = Instant::now() + Duration::from_secs(secs);
     let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
-    for number in 0..SESSIONS_PER_CLIENT {
+    for number in 0..SESSIONS_PER_SECOND * secs.max(1) as usize {
         if number > 0 && Instant::now() >= end {
             break;
         }
@@ -1161,10 +1163,9 @@ async fn chaos_fleet() {
     let baseline_rss = rss_bytes();
 
     let ledger = Arc::new(Ledger::default());
-    let end = Instant::now() + Duration::from_secs(secs);
     let mut clients = tokio::task::JoinSet::new();
     for id in 0..CLIENTS {
-        clients.spawn(client(id, seed, fleets.clone(), ledger.clone(), end));
+        clients.spawn(client(id, seed, fleets.clone(), ledger.clone(), secs));
     }
     let run_limit = Duration::from_secs(secs) + SESSION_LIMIT + Duration::from_secs(10);
     with_limit(run_limit, "the fleet", async {

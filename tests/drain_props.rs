@@ -16,7 +16,8 @@
 //!
 //! - nothing panics, in the layer's future or in its drain task;
 //! - the response is always released: at once in the default mode, within the
-//!   timeout with `wait_for_drain(true)`;
+//!   timeout with `wait_for_drain(true)`; a response future dropped early
+//!   (the connection died) lets go of the body at once;
 //! - the layer reads at most `limit` + one frame beyond what the handler read,
 //!   nothing at all when the declared remainder is above the limit or an
 //!   unpolled `Expect: 100-continue` body would be invited, and nothing of
@@ -28,7 +29,7 @@
 //!   it arriving before the deadline) is drained to its end and keeps the
 //!   connection.
 //!
-//! `PROPTEST_CASES` raises the number of cases (256 per mode by default).
+//! `PROPTEST_CASES` raises the number of cases (512 per mode by default).
 
 use std::cell::Cell;
 use std::fmt;
@@ -292,6 +293,9 @@ struct Case {
     handling: Handling,
     /// Virtual time the handler takes after letting go of the body.
     respond_after_ms: u64,
+    /// The server drops the response future this long after the call (a
+    /// connection that died), if it has not finished by then.
+    cancel_after_ms: Option<u64>,
     version: Version,
     connect: bool,
     upgrade: bool,
@@ -468,10 +472,19 @@ async fn exercise(case: Arc<Case>) -> Result<(), TestCaseError> {
         let (case, log) = (case.clone(), log.clone());
         tower::service_fn(move |request| handle(request, case.clone(), log.clone()))
     };
-    let answer = tokio::time::timeout(NEVER, layer.layer(handler).oneshot(request)).await;
+    let call = layer.layer(handler).oneshot(request);
+    let patience = case.cancel_after_ms.map_or(NEVER, Duration::from_millis);
+    let answer = tokio::time::timeout(patience, call).await;
     let released_at = Instant::now();
     let Ok(answer) = answer else {
-        return Err(TestCaseError::fail("the response was never released"));
+        if case.cancel_after_ms.is_none() {
+            return Err(TestCaseError::fail("the response was never released"));
+        }
+        let task_held_at_cancel = log.lock().unwrap().task_dropped_at.is_none();
+        tokio::time::sleep(NEVER).await;
+        let probe = probe.lock().unwrap();
+        let log = log.lock().unwrap();
+        return check_cancelled(&case, released_at, task_held_at_cancel, &probe, &log);
     };
     // Virtual time: every gap, drain deadline and task of the case runs out
     // before this timer fires, and nothing else is left to run.
@@ -483,6 +496,40 @@ async fn exercise(case: Arc<Case>) -> Result<(), TestCaseError> {
 }
 
 // -------------------------------------------------------------- invariants --
+
+/// The response future was dropped at `cancelled_at` before it finished.
+fn check_cancelled(
+    case: &Case,
+    cancelled_at: Instant,
+    task_held_at_cancel: bool,
+    probe: &Probe,
+    log: &HandlerLog,
+) -> Result<(), TestCaseError> {
+    let drained = probe.delivered - log.bytes_read;
+    prop_assert!(
+        drained <= case.limit + case.script.max_frame(),
+        "drained {} bytes after a cancel (limit {})",
+        drained,
+        case.limit
+    );
+    let Some(dropped_at) = probe.dropped_at else {
+        return Err(TestCaseError::fail("the body outlived a cancelled call"));
+    };
+    let task = matches!(case.handling, Handling::MoveToTask { .. }) && task_held_at_cancel;
+    let bound = match (task, log.task_dropped_at) {
+        (true, Some(task_dropped_at)) => {
+            task_dropped_at + Duration::from_millis(case.timeout_ms) + TICK
+        }
+        (true, None) => return Err(TestCaseError::fail("the handler's task never finished")),
+        (false, _) => cancelled_at,
+    };
+    prop_assert!(
+        dropped_at <= bound,
+        "body dropped {:?} after it should have been",
+        dropped_at - bound
+    );
+    Ok(())
+}
 
 fn says_close(response: &Response<String>) -> bool {
     response
@@ -788,6 +835,7 @@ fn case(wait_for_drain: bool) -> impl Strategy<Value = Case> {
         script(),
         handling(),
         prop_oneof![3 => Just(0u64), 1 => 1..2_000u64],
+        prop_oneof![3 => Just(None), 1 => (0..3_000u64).prop_map(Some)],
         request,
         layer,
     )
@@ -796,12 +844,14 @@ fn case(wait_for_drain: bool) -> impl Strategy<Value = Case> {
                 script,
                 handling,
                 respond_after_ms,
+                cancel_after_ms,
                 (version, connect, upgrade, expect_continue, switching_protocols),
                 (limit, timeout_ms),
             )| Case {
                 script,
                 handling,
                 respond_after_ms,
+                cancel_after_ms,
                 version,
                 connect,
                 upgrade,
@@ -818,7 +868,7 @@ fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|cases| cases.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(512);
     ProptestConfig {
         cases,
         // Failures print the minimal case; no regression files in the tree.
