@@ -30,7 +30,6 @@
 mod chaos;
 
 use std::collections::{BTreeMap, HashSet};
-use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -172,8 +171,15 @@ async fn start_hyper() -> Fleet {
                     let seen = seen.clone();
                     async move {
                         let (parts, body) = request.into_parts();
+                        if parts.uri.path().starts_with("/fail/") {
+                            // A failing service: hyper drops the connection
+                            // without closing it, the lingering drop path.
+                            let line = format!("{} {}", parts.method, parts.uri.path());
+                            seen.lines.lock().unwrap().push(line);
+                            return Err(std::io::Error::other("handler failed"));
+                        }
                         let response = serve_request(&seen, parts.method, parts.uri, body).await;
-                        Ok::<_, Infallible>(response)
+                        Ok(response)
                     }
                 },
             );
@@ -242,9 +248,11 @@ enum Behaviour {
     PrefixThenFin,
     SlowReader,
     UpgradeOffer,
+    BadHead,
+    ServiceError,
 }
 
-const BEHAVIOURS: [(u64, Behaviour); 13] = [
+const BEHAVIOURS: [(u64, Behaviour); 15] = [
     (24, Behaviour::Sequential),
     (10, Behaviour::Pipelined),
     (7, Behaviour::SlowDrip),
@@ -258,6 +266,8 @@ const BEHAVIOURS: [(u64, Behaviour); 13] = [
     (10, Behaviour::PrefixThenFin),
     (4, Behaviour::SlowReader),
     (4, Behaviour::UpgradeOffer),
+    (4, Behaviour::BadHead),
+    (4, Behaviour::ServiceError),
 ];
 
 /// What the fleet of clients did, for the final checks.
@@ -423,6 +433,8 @@ impl Session<'_> {
             Behaviour::PrefixThenFin => self.prefix_then_fin().await,
             Behaviour::SlowReader => self.slow_reader().await,
             Behaviour::UpgradeOffer => self.upgrade_offer().await,
+            Behaviour::BadHead => self.bad_head().await,
+            Behaviour::ServiceError => self.service_error().await,
         }
     }
 
@@ -1026,6 +1038,68 @@ impl Session<'_> {
         }
     }
 
+    /// A head hyper cannot parse, with more bytes behind it still arriving:
+    /// hyper answers 400 and drops the connection (the drop path), and the
+    /// 400 must still arrive whole, followed by a clean EOF.
+    async fn bad_head(&mut self) -> Outcome {
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let path = self.path("ignore", 0);
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: chaos\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+        );
+        let trailing: &'static [u8] = &SMUGGLE[..self.rng.usize(0, 256 * 1024)];
+        let send = async {
+            wr.write_all(head.as_bytes()).await?;
+            // No FIN: the server has to linger for this peer's end.
+            wr.write_all(trailing).await
+        };
+        let read = async {
+            let head = reader.head().await?;
+            reader.body(&head, None).await?;
+            Ok::<_, Failure>(head)
+        };
+        let (_sent, read) = tokio::join!(send, read);
+        let head = read.map_err(|f| format!("bad head ({} bytes behind): {f}", trailing.len()))?;
+        ensure(head.status == 400, || {
+            format!("bad head: status {}", head.status)
+        })?;
+        let end = reader.end().await;
+        ensure(end == End::Eof, || {
+            format!("bad head ({} bytes behind): {end:?}", trailing.len())
+        })
+    }
+
+    /// A request whose service fails (hyper set-up only; axum handlers cannot
+    /// fail) while its body is still arriving: hyper drops the connection
+    /// without a response, and the client sees a clean EOF, not a reset.
+    async fn service_error(&mut self) -> Outcome {
+        if self.fleet.name != "hyper" {
+            return self.bad_head().await;
+        }
+        let (rd, mut wr) = self.connect().await?.into_split();
+        let mut reader = Reader::new(rd);
+        let len = self.rng.usize(0, 256 * 1024);
+        let req = Req {
+            method: "POST",
+            path: self.path("fail", 0),
+            version: "HTTP/1.1",
+            headers: Vec::new(),
+            body: BodySpec::Length(len),
+        };
+        self.sent(&req);
+        let segments = req.segments();
+        let (_sent, read) = tokio::join!(write_segments(&mut wr, &segments), reader.head());
+        match read {
+            Err(Failure::Eof { got: 0 }) => Ok(()),
+            Err(failure) => Err(format!("failing service ({len} bytes): {failure}")),
+            Ok(head) => Err(format!(
+                "failing service: a response, status {}",
+                head.status
+            )),
+        }
+    }
+
     /// A prefix of a request, then FIN: whatever comes back is one whole
     /// response or nothing, then a clean EOF.
     async fn prefix_then_fin(&mut self) -> Outcome {
@@ -1163,6 +1237,21 @@ async fn chaos_fleet() {
     let baseline_rss = rss_bytes();
 
     let ledger = Arc::new(Ledger::default());
+    // The highest gauges seen, to show what the run exercised.
+    let peaks = Arc::new(Mutex::new(vec![(0usize, 0usize); fleets.len()]));
+    let sampler = {
+        let (fleets, peaks) = (fleets.clone(), peaks.clone());
+        tokio::spawn(async move {
+            loop {
+                for (fleet, peak) in fleets.iter().zip(peaks.lock().unwrap().iter_mut()) {
+                    let stats = fleet.group.stats();
+                    peak.0 = peak.0.max(stats.lingering);
+                    peak.1 = peak.1.max(stats.background);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
     let mut clients = tokio::task::JoinSet::new();
     for id in 0..CLIENTS {
         clients.spawn(client(id, seed, fleets.clone(), ledger.clone(), secs));
@@ -1181,6 +1270,8 @@ async fn chaos_fleet() {
     })
     .await;
 
+    sampler.abort();
+    let _ = sampler.await;
     let mut problems: Vec<String> = ledger.failures.lock().unwrap().clone();
 
     for fleet in fleets.iter() {
@@ -1261,9 +1352,9 @@ async fn chaos_fleet() {
     let sessions = ledger.sessions.lock().unwrap().clone();
     let total: usize = sessions.values().sum();
     eprintln!("{total} sessions: {sessions:?}");
-    for fleet in fleets.iter() {
+    for (fleet, (lingering, background)) in fleets.iter().zip(peaks.lock().unwrap().iter()) {
         eprintln!(
-            "{}: {} requests handled, {:?}",
+            "{}: {} requests handled, peak lingering {lingering}, peak background {background}, {:?}",
             fleet.name,
             fleet.seen.lines.lock().unwrap().len(),
             fleet.group.stats()
