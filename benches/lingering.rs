@@ -508,8 +508,7 @@ fn many_lingering(criterion: &mut Criterion, settings: &Settings, runtime: &Runt
         Some(cpu) => writeln!(out, "  client and both servers pinned to CPU {cpu}"),
         None => writeln!(out, "  {}", common::not_pinned_note()),
     };
-    let _ =
-        writeln!(
+    let _ = writeln!(
         out,
         "  memory per {} connection: heap {:.0} B (server threads {:.0} B; a merely open \
          hyper connection: {:.0} B), RSS {}",
@@ -521,7 +520,9 @@ fn many_lingering(criterion: &mut Criterion, settings: &Settings, runtime: &Runt
         memory.heap,
         memory.server_heap,
         memory.open_heap,
-        memory.rss.map_or("n/a".to_owned(), |rss| format!("{rss:.0} B")),
+        memory
+            .rss
+            .map_or("n/a".to_owned(), |rss| format!("{rss:.0} B")),
     );
     let rows = [
         ("control: server A", &control[0]),

@@ -77,6 +77,30 @@ async fn duration_max_means_no_limit() {
     assert_eq!(stats.bytes_discarded, 16, "{stats:?}");
 }
 
+/// Zero bounds mean "do not linger", not "do not close": what the IO takes at once and
+/// the FIN still go out, and `poll_shutdown` succeeds.
+#[tokio::test]
+async fn zero_bounds_still_send_the_response_and_fin() {
+    let group = LingerGroup::new(
+        LingerConfig::new()
+            .idle_timeout(Duration::ZERO)
+            .total_timeout(Duration::ZERO),
+    );
+    let (server, mut client) = tcp_pair().await;
+    let mut io = group.wrap(server);
+    step("write", io.write_all(b"response")).await.unwrap();
+    step("shutdown", io.shutdown()).await.unwrap();
+    drop(io);
+    let mut got = Vec::new();
+    step("client reads", client.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(got, b"response");
+    step("linger ends", group.wait_idle()).await;
+    let stats = group.stats();
+    assert_eq!(stats.total_timeout + stats.idle_timeout, 1, "{stats:?}");
+}
+
 /// Runs `body` on a current-thread runtime that has IO but no timers, as
 /// `Builder::new_current_thread().enable_io()` makes.
 fn on_runtime_without_timers<F: Future>(body: F) -> F::Output {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
@@ -156,17 +156,22 @@ impl Closing {
                 Stage::Shutdown => false,
                 Stage::Discard | Stage::Done => return Poll::Ready(Ok(())),
             };
-            if self.timed && self.deadline().poll(cx).is_ready() {
-                self.finish(Outcome::TotalTimeout);
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "total_timeout reached before the connection was half-closed",
-                )));
-            }
             let res = if flushing {
-                ready!(Pin::new(&mut *io).poll_flush(cx))
+                Pin::new(&mut *io).poll_flush(cx)
             } else {
-                ready!(Pin::new(&mut *io).poll_shutdown(cx))
+                Pin::new(&mut *io).poll_shutdown(cx)
+            };
+            // Only a stage that cannot go on now can time out: even a zero total timeout
+            // sends what the IO takes at once, and the FIN.
+            let Poll::Ready(res) = res else {
+                if self.timed && self.deadline().poll(cx).is_ready() {
+                    self.finish(Outcome::TotalTimeout);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "total_timeout reached before the connection was half-closed",
+                    )));
+                }
+                return Poll::Pending;
             };
             if let Err(e) = res {
                 tracing::debug!(error = %e, stage = ?self.stage, "staged close failed");
