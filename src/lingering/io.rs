@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::close::Closing;
 use super::discard::{self, DiscardFn};
 use super::LingerGroup;
+use crate::timers;
 
 /// Hands an IO dropped before its close finished to a background task.
 type DropHook<T> = fn(Leftover<T>);
@@ -27,8 +28,14 @@ struct Leftover<T> {
 
 enum State {
     Open,
+    /// `poll_shutdown` is flushing and half-closing, or lingering inline (no drop path).
     Closing(Box<Closing>),
+    /// The FIN is out and `poll_shutdown` has returned; the linger goes on once the IO is
+    /// dropped, in a background task, so that hyper's buffers are freed meanwhile.
+    Detached(Box<Closing>),
     Closed,
+    /// The staged close failed; later calls report it again.
+    Failed(io::ErrorKind),
 }
 
 /// A tokio `AsyncRead + AsyncWrite` wrapper whose `poll_shutdown` closes in stages, as
@@ -108,8 +115,9 @@ impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state: &dyn fmt::Debug = match &self.state {
             State::Open => &"open",
-            State::Closing(closing) => closing,
+            State::Closing(closing) | State::Detached(closing) => closing,
             State::Closed => &"closed",
+            State::Failed(kind) => kind,
         };
         f.debug_struct("LingeringIo")
             .field("io", &self.io)
@@ -195,20 +203,27 @@ impl<T> LingeringIo<T> {
 
 impl<T> Drop for LingeringIo<T> {
     fn drop(&mut self) {
+        // After `into_inner` the IO is gone, and a close in progress ends as `aborted`.
         let Some(io) = self.io.take() else { return };
         let closing = match std::mem::replace(&mut self.state, State::Closed) {
-            State::Closed => return,
+            State::Closed | State::Failed(_) => return,
             State::Open => None,
-            State::Closing(closing) => Some(closing),
+            State::Closing(closing) | State::Detached(closing) => Some(closing),
         };
-        if let Some(hook) = self.on_drop {
-            hook(Leftover {
+        match self.on_drop {
+            Some(hook) => hook(Leftover {
                 io,
                 group: self.group.clone(),
                 closing,
                 peer_eof: self.peer_eof,
                 discard: self.discard,
-            });
+            }),
+            // Without the drop path a close in progress is cut short (`aborted`, counted
+            // by its own drop) and an open IO simply closes.
+            None if closing.is_none() => {
+                Closing::record_plain_close(self.group.clone(), self.peer_eof);
+            }
+            None => {}
         }
     }
 }
@@ -217,10 +232,6 @@ fn spawn_close<T>(left: Leftover<T>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(handle) = Handle::try_current() else {
-        tracing::trace!("dropped outside a tokio runtime, closing plainly");
-        return;
-    };
     let Leftover {
         mut io,
         group,
@@ -228,19 +239,31 @@ where
         peer_eof,
         discard,
     } = left;
-    let mut closing = closing.unwrap_or_else(|| Box::new(Closing::start(group.clone(), peer_eof)));
-    if !closing.holds_slot() {
-        // Nothing to read: the peer is done, or the cap is reached and a plain close is
-        // the bounded answer.
-        closing.abandon_on_drop();
-        return;
-    }
+    // A drop while unwinding must not risk a second panic: no probe, no task.
+    let timed = !std::thread::panicking() && timers::available();
+    let mut closing =
+        closing.unwrap_or_else(|| Box::new(Closing::start(group.clone(), peer_eof, timed)));
+    let handle = match Handle::try_current() {
+        Ok(handle) if timed && closing.lingers() => handle,
+        _ => {
+            // Nothing to read (the peer is done, or the cap is reached), or nothing to
+            // read with: a plain close is the bounded answer.
+            tracing::trace!(timed, "closing plainly on drop");
+            closing.end_without_linger();
+            return;
+        }
+    };
     closing.set_drop_path();
     let guard = group.background_guard();
     // Keeps the connection's span (peer address, say) on the background close.
     let close = async move {
         let _guard = guard;
-        let _ = std::future::poll_fn(|cx| closing.poll(&mut io, discard, cx)).await;
+        std::future::poll_fn(|cx| {
+            // An error here has ended the close already; it has nobody to go to.
+            let _ = std::task::ready!(closing.poll_half_close(&mut io, cx));
+            closing.poll_discard(&mut io, discard, cx)
+        })
+        .await;
     };
     handle.spawn(close.in_current_span());
 }
@@ -292,28 +315,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            match &mut this.state {
-                State::Closed => return Poll::Ready(Ok(())),
-                State::Open if Handle::try_current().is_err() => {
-                    // Timers need a runtime; without one, behave like the inner IO.
-                    let res = std::task::ready!(Pin::new(this.get_mut()).poll_shutdown(cx));
-                    this.state = State::Closed;
-                    return Poll::Ready(res);
+            let closing = match &mut this.state {
+                State::Closed | State::Detached(_) => return Poll::Ready(Ok(())),
+                State::Failed(kind) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        *kind,
+                        "an earlier shutdown of this connection failed",
+                    )))
                 }
                 State::Open => {
-                    let closing = Closing::start(this.group.clone(), this.peer_eof);
+                    // Without a runtime with timers nothing can be bounded: flush and
+                    // half-close like the inner IO, counted as skipped.
+                    let timed = timers::available();
+                    let closing = Closing::start(this.group.clone(), this.peer_eof, timed);
                     this.state = State::Closing(Box::new(closing));
+                    continue;
                 }
-                State::Closing(closing) => {
-                    let io = this
-                        .io
-                        .as_mut()
-                        .expect("LingeringIo holds its IO until into_inner");
-                    let res = std::task::ready!(closing.poll(io, this.discard, cx));
-                    this.state = State::Closed;
-                    return Poll::Ready(res);
-                }
+                State::Closing(closing) => closing,
+            };
+            let io = this
+                .io
+                .as_mut()
+                .expect("LingeringIo holds its IO until into_inner");
+            if let Err(e) = std::task::ready!(closing.poll_half_close(io, cx)) {
+                this.state = State::Failed(e.kind());
+                return Poll::Ready(Err(e));
             }
+            if !closing.is_done() && this.on_drop.is_none() {
+                std::task::ready!(closing.poll_discard(io, this.discard, cx));
+            }
+            this.state = match std::mem::replace(&mut this.state, State::Closed) {
+                State::Closing(closing) if !closing.is_done() => State::Detached(closing),
+                _ => State::Closed,
+            };
+            return Poll::Ready(Ok(()));
         }
     }
 }
