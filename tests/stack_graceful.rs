@@ -126,7 +126,11 @@ async fn still_sending(addr: SocketAddr) -> StillSending {
 }
 
 fn body_len(raw: &[u8]) -> usize {
-    assert!(raw.starts_with(b"HTTP/1.1 200"), "{:?}", &raw[..raw.len().min(64)]);
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &raw[..raw.len().min(64)]
+    );
     let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     raw.len() - head_end
 }
@@ -202,9 +206,10 @@ async fn runtime_exit_without_wait_idle_cuts_the_lingering_close_short() {
     let group = group();
     let called = Arc::new(Notify::new());
     let (stop, stopped) = oneshot::channel();
-    let server = server_runtime
-        .handle()
-        .spawn(run_server(listener, group.clone(), called.clone(), stopped));
+    let server =
+        server_runtime
+            .handle()
+            .spawn(run_server(listener, group.clone(), called.clone(), stopped));
 
     let client = still_sending(addr).await;
     step("request reaches the handler", called.notified()).await;

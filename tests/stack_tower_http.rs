@@ -278,7 +278,10 @@ async fn body_limit_413_to_a_large_upload_arrives_whole() {
     let raw = upload(addr, head, LARGE_UPLOAD).await.clean();
     let response_head = head_of(&raw);
     assert!(response_head.starts_with("http/1.1 413"), "{response_head}");
-    assert!(response_head.contains("connection: close"), "{response_head}");
+    assert!(
+        response_head.contains("connection: close"),
+        "{response_head}"
+    );
     wait_for_peer_eof(&group).await;
     assert!(group.stats().bytes_discarded > 0, "{:?}", group.stats());
 }
@@ -330,8 +333,7 @@ async fn body_limit_chunked_overflow_is_drained_when_the_drain_is_outermost() {
         .service(App);
     let (addr, _) = serve(stack, true).await;
     let (first, rest) = chunked_halves();
-    let early =
-        early_answer_then_reuse(addr, &first, &rest, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let early = early_answer_then_reuse(addr, &first, &rest, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(early.body_str(), "too large");
 }
 
@@ -521,5 +523,11 @@ async fn unsupported_encoding_415_is_drained() {
     let (addr, _) = serve(stack, true).await;
     let head =
         "POST /ignore HTTP/1.1\r\nHost: test\r\nContent-Encoding: x-unknown\r\nContent-Length: 3000\r\n\r\n";
-    early_answer_then_reuse(addr, head, &[b'z'; 3000], StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    early_answer_then_reuse(
+        addr,
+        head,
+        &[b'z'; 3000],
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    )
+    .await;
 }
