@@ -269,3 +269,56 @@ impl Drop for ServerRuntime {
         self.end();
     }
 }
+
+/// The same with axum: `axum::serve(..).with_graceful_shutdown(..)` returns once its
+/// connections sent their FIN; `wait_idle()` then waits for the client that is still
+/// sending, which gets the whole response (needs `--features axum`).
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_with_graceful_shutdown_then_wait_idle() {
+    use std::future::IntoFuture;
+
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = linger::LingeringListener::with_group(tcp, group());
+    let group = listener.group().clone();
+    let called = Arc::new(Notify::new());
+    let body = Bytes::from(vec![b'r'; RESPONSE_LEN]);
+    let handler = {
+        let called = called.clone();
+        move || {
+            called.notify_one();
+            let body = body.clone();
+            async move { body }
+        }
+    };
+    let app = axum::Router::new().route("/", axum::routing::post(handler));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+
+    let client = still_sending(addr).await;
+    step("request reaches the handler", called.notified()).await;
+    stop.send(()).unwrap();
+    step("graceful shutdown", server).await.unwrap().unwrap();
+    let raw = step("read to EOF", client.reader)
+        .await
+        .unwrap()
+        .expect("clean EOF");
+    assert_eq!(body_len(&raw), RESPONSE_LEN);
+    assert_eq!(group.stats().lingering, 1, "{:?}", group.stats());
+
+    client.go.send(()).unwrap();
+    step("wait_idle", group.wait_idle()).await;
+    step("upload", client.writer)
+        .await
+        .unwrap()
+        .expect("the whole upload went through");
+    let stats = group.stats();
+    assert_eq!((stats.peer_eof, stats.closes()), (1, 1), "{stats:?}");
+}
