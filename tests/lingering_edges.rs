@@ -64,7 +64,9 @@ async fn duration_max_means_no_limit() {
 
     // The drop path, with unread input.
     let (server, mut client) = tcp_pair().await;
-    step("client writes", client.write_all(b"unread")).await.unwrap();
+    step("client writes", client.write_all(b"unread"))
+        .await
+        .unwrap();
     drop(group.wrap(server));
     assert!(clean_eof(&mut client).await);
     drop(client);

@@ -84,7 +84,9 @@ pub struct LingerStats {
     pub aborted: u64,
     /// Connections lingering now, on either path.
     pub lingering: usize,
-    /// Of those, the ones lingering in a background task after being dropped.
+    /// Of those, the ones lingering in a background task after being dropped (all of
+    /// them but the closes of [`wrap_local`](LingerGroup::wrap_local) IO, and those whose
+    /// IO has not been dropped yet after `poll_shutdown`).
     pub background: usize,
     /// Bytes read and thrown away while lingering.
     pub bytes_discarded: u64,
@@ -146,8 +148,9 @@ impl LingerGroup {
 
     /// Wraps `io` so that it closes in stages, within this group's bounds and cap.
     ///
-    /// A connection dropped before its staged close finished is closed in a background
-    /// task on the current tokio runtime; that is why `T` must be `Send + 'static`. A
+    /// `poll_shutdown` returns once the FIN is out, and the linger goes on in a task on the
+    /// current tokio runtime once the IO is dropped (as it does for a connection dropped
+    /// without `poll_shutdown`); that is why `T` must be `Send + 'static`. A
     /// `tokio::net::TcpStream` is discarded without copying on Linux. See
     /// [`wrap_local`](Self::wrap_local) for other IO types.
     pub fn wrap<T>(&self, io: T) -> LingeringIo<T>
@@ -157,8 +160,9 @@ impl LingerGroup {
         LingeringIo::with_group(io, self.clone())
     }
 
-    /// Wraps any `io`: the staged close happens in `poll_shutdown` only, a drop before it
-    /// finishes closes plainly, and discarded bytes go through a scratch buffer.
+    /// Wraps any `io`: the staged close, linger included, happens inside `poll_shutdown`,
+    /// a drop before it finishes closes plainly, and discarded bytes go through the
+    /// thread's scratch window.
     pub fn wrap_local<T>(&self, io: T) -> LingeringIo<T>
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -42,16 +42,18 @@ enum State {
 /// RFC 9112 §9.6 asks, so that the peer gets the whole response instead of a reset.
 ///
 /// Closing a TCP socket with unread input makes Linux send RST and throw away whatever
-/// response bytes are still queued. `poll_shutdown` therefore:
+/// response bytes are still queued. The staged close therefore:
 ///
 /// 1. flushes the inner IO,
 /// 2. half-closes it (inner `poll_shutdown`: FIN),
 /// 3. reads and discards until the peer's EOF, the [idle timeout](super::LingerConfig::idle_timeout)
 ///    between reads, the [total cap](super::LingerConfig::total_timeout) on the whole
 ///    close, or the [byte cap](super::LingerConfig::max_bytes),
-/// 4. returns `Ready(Ok(()))`.
+/// 4. lets the socket close.
 ///
-/// Errors of steps 1 and 2 are returned as a plain `poll_shutdown` would; errors while
+/// Errors of steps 1 and 2 are returned as a plain `poll_shutdown` would, and so is
+/// reaching the total cap before the FIN is out (`ErrorKind::TimedOut`: the response did
+/// not fully leave); a later `poll_shutdown` reports the failure again. Errors while
 /// discarding (a reset by the peer, say) end the linger quietly. A peer whose EOF was
 /// already read costs no wait, and there is no fixed delay anywhere. Beyond the group's
 /// [`max_lingering`](super::LingerConfig::max_lingering), step 3 is skipped.
@@ -59,26 +61,36 @@ enum State {
 /// Reads, writes (vectored included, with `is_write_vectored` forwarded, which hyper
 /// uses to pick its write strategy) and flushes go straight to the inner IO.
 ///
-/// # The drop path
+/// # Where step 3 runs
 ///
-/// hyper drops the IO without calling `poll_shutdown` on its error paths (service or body
-/// error, header read timeout, I/O error). A `LingeringIo` made by [`new`](Self::new) or
-/// [`LingerGroup::wrap`] that is dropped before its staged close finished hands the IO to
-/// a task on the current tokio runtime, which runs the same close within the same bounds
-/// and under the same cap (see [`LingerStats::background`](super::LingerStats::background)).
-/// Without a runtime, or beyond the cap, the IO is simply dropped. hyper's HTTP/2 server
-/// always ends connections this way (it never calls `poll_shutdown`), so HTTP/2 closes
-/// linger in the background, after a GOAWAY but without TLS close_notify. This needs
-/// `T: Send + 'static`; [`local`](Self::local) and [`LingerGroup::wrap_local`] accept any
-/// IO and do without the drop path. [`into_inner`](Self::into_inner) never triggers it.
+/// For a `LingeringIo` made by [`new`](Self::new) or [`LingerGroup::wrap`],
+/// `poll_shutdown` returns once the FIN is out, and step 3 runs in a task on the current
+/// tokio runtime once the IO is dropped, which hyper does right after `poll_shutdown`.
+/// hyper's connection state (its read and write buffers) is freed meanwhile, so a
+/// lingering connection costs little more than its socket, and a server's graceful
+/// shutdown no longer waits for lingering clients: await
+/// [`LingerGroup::wait_idle`] after it (see [`LingerStats`](super::LingerStats) for the
+/// gauges).
+///
+/// The same happens when hyper drops the IO without calling `poll_shutdown` (service or
+/// body error, header read timeout, I/O error): the whole staged close then runs in the
+/// task, within the same bounds and under the same cap. hyper's HTTP/2 server always ends
+/// connections this way, so HTTP/2 closes linger after a GOAWAY but without TLS
+/// close_notify. This needs `T: Send + 'static`; [`local`](Self::local) and
+/// [`LingerGroup::wrap_local`] accept any IO and linger inside `poll_shutdown` instead.
+/// [`into_inner`](Self::into_inner) never starts a close.
+///
+/// The bounds use tokio timers. Outside a tokio runtime, or in one built without timers,
+/// nothing lingers: `poll_shutdown` flushes and half-closes like the inner IO and a drop
+/// closes plainly, counted as [`skipped`](super::LingerStats::skipped). (The first such
+/// close in a runtime without timers lets tokio's "timers are disabled" message through
+/// the panic hook once, as the crate asks tokio whether it has timers.)
 ///
 /// A `tokio::net::TcpStream` made with `new` or `wrap` is discarded on Linux with
-/// `recv(MSG_TRUNC)`, which copies nothing; other IO reads into a 16 KiB scratch buffer
-/// that exists only while lingering. Under TLS, wrap the TCP stream, not the TLS stream:
-/// the TLS layer sends close_notify and then calls this `poll_shutdown`, and the raw
-/// bytes that follow need no decryption to be thrown away.
-///
-/// The staged close uses tokio timers: poll it on a tokio runtime with time enabled.
+/// `recv(MSG_TRUNC)`, which copies nothing; other IO reads through one 16 KiB window per
+/// thread. Under TLS, wrap the TCP stream, not the TLS stream: the TLS layer sends
+/// close_notify and then calls this `poll_shutdown`, and the raw bytes that follow need
+/// no decryption to be thrown away.
 ///
 /// # Example
 ///
@@ -155,8 +167,8 @@ impl<T> LingeringIo<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Wraps any `io`, in a group of its own: lingering happens in `poll_shutdown` only
-    /// (no drop path) and reads through a scratch buffer.
+    /// Wraps any `io`, in a group of its own: lingering happens inside `poll_shutdown`
+    /// (no drop path, no task) and reads through the thread's scratch window.
     pub fn local(io: T) -> Self {
         Self::local_with_group(io, LingerGroup::default())
     }
@@ -188,7 +200,8 @@ impl<T> LingeringIo<T> {
             .expect("LingeringIo holds its IO until into_inner")
     }
 
-    /// Unwraps the inner IO without closing it; a close in progress is abandoned.
+    /// Unwraps the inner IO without closing it; a close in progress is abandoned, and
+    /// counted as [`aborted`](super::LingerStats::aborted).
     pub fn into_inner(mut self) -> T {
         self.io
             .take()
