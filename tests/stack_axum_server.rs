@@ -5,7 +5,7 @@
 //! decrypting them.
 //!
 //! ```text
-//! let acceptor = RustlsAcceptor::new(rustls_config).acceptor(LingeringAcceptor::new(group));
+//! let acceptor = RustlsAcceptor::new(rustls_config).acceptor(LingeringAcceptor(group));
 //! axum_server::bind(addr).acceptor(acceptor).serve(app.into_make_service()).await?;
 //! ```
 
@@ -39,17 +39,9 @@ const HEAD_START: usize = 32 * 1024;
 
 /// An axum-server acceptor that wraps every accepted stream in a [`LingeringIo`] of one
 /// [`LingerGroup`]. Give it to `RustlsAcceptor::acceptor` so that it runs beneath TLS; on
-/// its own (`Server::acceptor(LingeringAcceptor::new(group))`) it serves plain HTTP.
+/// its own (`Server::acceptor(LingeringAcceptor(group))`) it serves plain HTTP.
 #[derive(Clone, Debug)]
-struct LingeringAcceptor {
-    group: LingerGroup,
-}
-
-impl LingeringAcceptor {
-    fn new(group: LingerGroup) -> Self {
-        Self { group }
-    }
-}
+struct LingeringAcceptor(LingerGroup);
 
 impl<I, S> Accept<I, S> for LingeringAcceptor
 where
@@ -57,10 +49,10 @@ where
 {
     type Stream = LingeringIo<I>;
     type Service = S;
-    type Future = Ready<io::Result<(Self::Stream, Self::Service)>>;
+    type Future = Ready<io::Result<(LingeringIo<I>, S)>>;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
-        std::future::ready(Ok((self.group.wrap(stream), service)))
+        std::future::ready(Ok((self.0.wrap(stream), service)))
     }
 }
 
@@ -120,7 +112,7 @@ fn serve(config: Arc<ServerConfig>, group: Option<LingerGroup>, app: Router) -> 
     let make_service = app.into_make_service();
     match group {
         Some(group) => {
-            let server = server.acceptor(rustls.acceptor(LingeringAcceptor::new(group)));
+            let server = server.acceptor(rustls.acceptor(LingeringAcceptor(group)));
             tokio::spawn(server.serve(make_service));
         }
         None => {
@@ -227,7 +219,7 @@ async fn plain_http_early_413_reaches_a_large_upload() {
     let group = LingerGroup::default();
     let server = axum_server::from_tcp(listener)
         .unwrap()
-        .acceptor(LingeringAcceptor::new(group.clone()));
+        .acceptor(LingeringAcceptor(group.clone()));
     tokio::spawn(server.serve(app.into_make_service()));
 
     let upload_len = 16 * 1024 * 1024;
