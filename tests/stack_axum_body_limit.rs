@@ -6,7 +6,8 @@
 //! drain then takes over: within its own limit the connection is reused; beyond it the
 //! 413 says `Connection: close` and the listener's staged close keeps the upload from
 //! being reset. `DrainBodyLayer` may come before or after `DefaultBodyLimit` in
-//! `Router::layer` calls.
+//! `Router::layer` calls; with tower-http's `RequestBodyLimitLayer` it must be added
+//! after it (axum's `.layer()` wraps outwards).
 #![cfg(feature = "axum")]
 
 mod common;
@@ -138,4 +139,36 @@ async fn default_body_limit_overflow_is_drained_and_the_connection_reused() {
         assert_eq!(next.status, 200, "{next:?}");
         assert_eq!(next.body_str(), "next");
     }
+}
+
+/// tower-http's `RequestBodyLimitLayer` on a `Router`: axum's `.layer()` calls wrap
+/// outwards, so the drain must be added *after* the limit to sit outside it and see the
+/// 413 the limit answers to a `Content-Length` above it. Added before, it never sees that
+/// request, and hyper closes after the 413.
+#[tokio::test]
+async fn request_body_limit_layer_on_a_router_needs_the_drain_added_last() {
+    use tower_http::limit::RequestBodyLimitLayer;
+
+    let drain_last = routes()
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(drain());
+    let (addr, _) = serve(drain_last, true).await;
+    let mut client = Client::connect(addr).await;
+    client.send(post_head("/upload", 4096)).await;
+    let early = client.response().await;
+    assert_eq!(early.status, 413, "{early:?}");
+    assert!(!early.has_close(), "{early:?}");
+    client.send([b'x'; 4096]).await;
+    client.send(get("/next")).await;
+    assert_eq!(client.response().await.body_str(), "next");
+
+    let drain_first = routes()
+        .layer(drain())
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT));
+    let (addr, _) = serve(drain_first, true).await;
+    let mut client = Client::connect(addr).await;
+    client.send(post_head("/upload", 4096)).await;
+    let early = client.response().await;
+    assert_eq!(early.status, 413, "{early:?}");
+    assert_eq!(client.closed().await, common::Closed::Eof);
 }
