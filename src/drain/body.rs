@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
+use super::held::WhenDropped;
+
 /// The request body as the inner service sees it.
 ///
 /// It behaves exactly like the body it wraps. When the handler drops it
@@ -35,35 +37,71 @@ pub(crate) struct Returned<B> {
     pub(crate) progress: Progress,
 }
 
-/// Where a dropped [`DrainBody`] leaves the unread body for the layer.
+/// Where the body and the layer meet when one of them is done: the service
+/// drops the body, the response future settles what becomes of it.
 ///
-/// An empty slot after the response means the handler still holds the body.
+/// Both sides may act at the same moment on different threads; the lock on
+/// `state` decides who came first, so that a body dropped while the response
+/// is being settled is either taken by the response or drained as a held
+/// body, never neither or both.
 pub(crate) struct Handoff<B> {
-    slot: Mutex<Option<Returned<B>>>,
-    /// Set instead of filling the slot when the body was read to its end,
-    /// the common case, which then costs no lock.
+    state: Mutex<State<B>>,
+    /// Set instead of taking the lock when the body was read to its end,
+    /// the common case.
     finished: AtomicBool,
+    /// Set (under the lock) before the response leaves a plan for a held
+    /// body, so that a body finishing at the same time takes the lock and
+    /// finds it. With `finished`, a store-then-load pair on each side: at
+    /// least one side sees the other's store.
+    planned: AtomicBool,
+}
+
+enum State<B> {
+    /// The service has the body; the response is not settled yet.
+    Lent,
+    /// Dropped before its end while the response was not settled yet.
+    Returned(Returned<B>),
+    /// The response went out while the service held the body: this runs
+    /// when the service drops it.
+    Planned(WhenDropped<B>),
+    /// Nothing more to do.
+    Settled,
 }
 
 impl<B> Handoff<B> {
-    /// What the handler did with the body, once the response exists.
-    pub(crate) fn outcome(&self) -> LetGo<B>
+    /// What the service did with the body, once the response exists. If it
+    /// still holds the body, `plan` is made and left for when it lets go.
+    pub(crate) fn settle(&self, plan: impl FnOnce() -> WhenDropped<B>) -> LetGo<B>
     where
         B: Body,
     {
         if self.finished.load(Ordering::Acquire) {
             return LetGo::Finished;
         }
-        let returned = self
-            .slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match returned {
-            None => LetGo::Held,
-            Some(returned) if returned.body.is_end_stream() => LetGo::Finished,
-            Some(returned) => LetGo::Unfinished(returned),
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, State::Settled) {
+            State::Returned(returned) if returned.body.is_end_stream() => LetGo::Finished,
+            State::Returned(returned) => LetGo::Unfinished(returned),
+            State::Lent => {
+                self.planned.store(true, Ordering::SeqCst);
+                if self.finished.load(Ordering::SeqCst) {
+                    return LetGo::Finished;
+                }
+                *state = State::Planned(plan());
+                LetGo::Held
+            }
+            State::Planned(_) | State::Settled => LetGo::Finished,
         }
+    }
+
+    /// The layer wants nothing more from the body (the connection was
+    /// taken over): a body dropped later is just dropped.
+    pub(crate) fn pass_through(&self) {
+        *self.lock() = State::Settled;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<B>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -78,7 +116,7 @@ pub(crate) enum LetGo<B> {
 }
 
 impl<B> DrainBody<B> {
-    /// A body the layer will never drain (HTTP/2, upgrades, empty bodies).
+    /// A body the layer will never drain (HTTP/2, empty bodies).
     pub(crate) fn untracked(body: B) -> Self {
         Self {
             body: Some(body),
@@ -90,8 +128,9 @@ impl<B> DrainBody<B> {
     /// A body whose unread rest goes back to the layer when dropped.
     pub(crate) fn tracked(body: B) -> (Self, Arc<Handoff<B>>) {
         let handoff = Arc::new(Handoff {
-            slot: Mutex::new(None),
+            state: Mutex::new(State::Lent),
             finished: AtomicBool::new(false),
+            planned: AtomicBool::new(false),
         });
         let body = Self {
             body: Some(body),
@@ -112,19 +151,28 @@ impl<B> Drop for DrainBody<B> {
         let (Some(handoff), Some(body)) = (self.handoff.take(), self.body.take()) else {
             return;
         };
-        // Nobody will look at the slot once the response future is gone.
-        if Arc::strong_count(&handoff) == 1 {
-            return;
-        }
         if self.progress.ended {
-            handoff.finished.store(true, Ordering::Release);
-            return;
+            handoff.finished.store(true, Ordering::SeqCst);
+            if !handoff.planned.load(Ordering::SeqCst) {
+                return;
+            }
         }
-        let returned = Returned {
-            body,
-            progress: self.progress,
-        };
-        *handoff.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(returned);
+        let mut state = handoff.lock();
+        match std::mem::replace(&mut *state, State::Settled) {
+            State::Planned(plan) => {
+                drop(state);
+                // Spawns at most; no timer is made here.
+                plan.run(body, self.progress);
+            }
+            // Nobody will look at the state once the response future is gone.
+            State::Lent if !self.progress.ended && Arc::strong_count(&handoff) > 1 => {
+                *state = State::Returned(Returned {
+                    body,
+                    progress: self.progress,
+                });
+            }
+            other => *state = other,
+        }
     }
 }
 

@@ -83,13 +83,18 @@
 //! # }
 //! ```
 
+mod background;
 mod body;
+mod connection;
+mod counters;
 mod drainer;
 mod future;
+mod held;
 mod layer;
 mod service;
 
 pub use body::DrainBody;
+pub use counters::{DrainCounters, DrainStats};
 pub use future::ResponseFuture;
 pub use layer::DrainBodyLayer;
 pub use service::DrainBodyService;

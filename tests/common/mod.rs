@@ -129,6 +129,7 @@ where
             });
             let (handler, served) = (handler.clone(), srv.served.clone());
             let conn_log = srv.connection_headers.clone();
+            let layer = layer.clone();
             let log_connection = move |res: TestResponse| {
                 let value = res.headers().get(http::header::CONNECTION);
                 let value = value.map(|v| v.to_str().unwrap().to_owned());
