@@ -1,6 +1,6 @@
 //! Announcing the close in the response's `Connection` header.
 
-use http::{header, HeaderMap, HeaderValue, Response};
+use http::{header, HeaderMap, HeaderValue, Response, Version};
 
 /// Adds `close` to the response's `Connection` header.
 ///
@@ -8,7 +8,14 @@ use http::{header, HeaderMap, HeaderValue, Response};
 /// listed beside `Upgrade`), and other hop-by-hop names keep their meaning
 /// (§7.6.1). Only `keep-alive`, which would contradict `close`, is dropped.
 /// Several `Connection` lines become one value, `upgrade, close`.
-pub(crate) fn mark_close<ResBody>(response: &mut Response<ResBody>) {
+///
+/// For an HTTP/1.0 request the response is marked HTTP/1.0 as well (hyper
+/// sends it as HTTP/1.0 anyway): hyper would otherwise append `keep-alive`
+/// for a client that asked for it, next to the `close`.
+pub(crate) fn mark_close<ResBody>(response: &mut Response<ResBody>, request: Version) {
+    if request == Version::HTTP_10 {
+        *response.version_mut() = Version::HTTP_10;
+    }
     let headers = response.headers_mut();
     if lists(headers, b"close") {
         return;

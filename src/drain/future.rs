@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::{Response, StatusCode};
+use http::{Response, StatusCode, Version};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
@@ -43,6 +43,7 @@ pub(crate) struct Watch<B> {
     expects_continue: bool,
     /// A `CONNECT` request: a `2xx` answer turns the connection into a tunnel.
     connect: bool,
+    version: Version,
     tally: Tally,
 }
 
@@ -50,6 +51,7 @@ pub(crate) struct Watch<B> {
 struct Waiting<B> {
     drainer: Drainer<B>,
     deadline: Pin<Box<Sleep>>,
+    version: Version,
     tally: Tally,
 }
 
@@ -59,6 +61,7 @@ impl<B> Watch<B> {
         config: &DrainBodyLayer,
         expects_continue: bool,
         connect: bool,
+        version: Version,
     ) -> Self {
         Self {
             handoff,
@@ -67,6 +70,7 @@ impl<B> Watch<B> {
             wait_for_drain: config.wait_for_drain,
             expects_continue,
             connect,
+            version,
             tally: config
                 .counters
                 .as_ref()
@@ -108,7 +112,7 @@ where
                 let end = ready!(waiting.poll(cx));
                 if let Some((waiting, mut output)) = this.waiting.take() {
                     if let (Ok(response), false) = (&mut output, end == DrainEnd::Complete) {
-                        mark_close(response);
+                        mark_close(response, waiting.version);
                     }
                     waiting.finish(end);
                     return Poll::Ready(output);
@@ -192,6 +196,7 @@ where
         wait_for_drain,
         expects_continue,
         connect,
+        version,
         mut tally,
     } = watch;
     // hyper hands the connection over after these, and only these: other
@@ -229,7 +234,7 @@ where
         }
     };
     if let Some(outcome) = refusal(progress, expects_continue, limit) {
-        mark_close(response);
+        mark_close(response, version);
         tracing::debug!(
             outcome = outcome.as_str(),
             bytes_read = progress.bytes_read,
@@ -246,7 +251,7 @@ where
     let mut drainer = Drainer::new(body, limit);
     if let Poll::Ready(end) = drainer.poll_drain(cx) {
         if end != DrainEnd::Complete {
-            mark_close(response);
+            mark_close(response, version);
         }
         let outcome = Outcome::of_drain(end, true);
         drainer.trace_end(outcome);
@@ -258,7 +263,7 @@ where
     let runtime = match runtime_with_timers() {
         Ok(runtime) => runtime,
         Err(missing) => {
-            mark_close(response);
+            mark_close(response, version);
             tracing::debug!(
                 outcome = missing,
                 bytes_drained = drainer.drained(),
@@ -274,6 +279,7 @@ where
         return Some(Waiting {
             drainer,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            version,
             tally: tally.start_draining(),
         });
     }

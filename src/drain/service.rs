@@ -66,9 +66,10 @@ where
         // connection is handed over depends on the response.
         let expects_continue = expects_continue(&request);
         let connect = request.method() == Method::CONNECT;
+        let version = request.version();
         let (parts, body) = request.into_parts();
         let (body, handoff) = DrainBody::tracked(body);
-        let watch = Watch::new(handoff, &self.config, expects_continue, connect);
+        let watch = Watch::new(handoff, &self.config, expects_continue, connect, version);
         ResponseFuture::watched(self.inner.call(Request::from_parts(parts, body)), watch)
     }
 }
