@@ -165,7 +165,9 @@ async fn refused_and_failed_bodies() {
     let mut client = Client::connect(server.addr).await;
     client.send(chunked_head("/ignore")).await;
     assert_ok(&client.response().await, "ignored");
-    let _ = client.send_in_background(&b"5\r\nhello\r\nzz\r\n"[..]).await;
+    let _ = client
+        .send_in_background(&b"5\r\nhello\r\nzz\r\n"[..])
+        .await;
     client.closed().await;
 
     let stats = settled(&counters, 3).await;

@@ -308,7 +308,11 @@ async fn held_body_dropped_after_response_is_drained() {
         assert_eq!(server.served(), ["POST /hold", "POST /consume"]);
 
         let stats = settled(&counters, 2).await;
-        assert_eq!((stats.drained, stats.read), (1, 1), "wait={wait}: {stats:?}");
+        assert_eq!(
+            (stats.drained, stats.read),
+            (1, 1),
+            "wait={wait}: {stats:?}"
+        );
         assert!(stats.bytes_drained >= 19_900, "{stats:?}");
     }
 }

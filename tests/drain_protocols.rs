@@ -401,7 +401,16 @@ async fn curl_http2_upgrade_offer_reuses_connection() {
     std::fs::write(&body, vec![b'c'; 64 * KIB]).unwrap();
 
     let base = format!("http://{}", server.addr);
-    let per_transfer = ["--http2", "-s", "-o", "/dev/null", "-w", "%{num_connects} %{http_version}\n", "-H", "Expect:"];
+    let per_transfer = [
+        "--http2",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{num_connects} %{http_version}\n",
+        "-H",
+        "Expect:",
+    ];
     let out = step(
         "curl",
         tokio::process::Command::new("curl")
@@ -424,5 +433,8 @@ async fn curl_http2_upgrade_offer_reuses_connection() {
     assert_eq!(server.served(), ["POST /ignore", "POST /consume"]);
     // The scenario needs curl to have made the offer.
     let first_upgrade = step("first request seen", seen.recv()).await.unwrap();
-    assert_eq!(first_upgrade.as_ref().map(|v| v.as_bytes()), Some(&b"h2c"[..]));
+    assert_eq!(
+        first_upgrade.as_ref().map(|v| v.as_bytes()),
+        Some(&b"h2c"[..])
+    );
 }

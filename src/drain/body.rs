@@ -13,7 +13,8 @@ use super::held::WhenDropped;
 ///
 /// It behaves exactly like the body it wraps. When the handler drops it
 /// before the end, the unread rest goes back to the layer, which decides
-/// whether to drain it.
+/// whether to drain it: right away if the response is not out yet, or in a
+/// background task if the handler held the body past its response.
 pub struct DrainBody<B> {
     body: Option<B>,
     handoff: Option<Arc<Handoff<B>>>,
