@@ -1,6 +1,5 @@
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -41,25 +40,20 @@ pub(crate) struct Returned<B> {
 /// Where the body and the layer meet when one of them is done: the service
 /// drops the body, the response future settles what becomes of it.
 ///
-/// Both sides may act at the same moment on different threads; the lock on
-/// `state` decides who came first, so that a body dropped while the response
-/// is being settled is either taken by the response or drained as a held
-/// body, never neither or both.
+/// Both sides may act at the same moment on different threads; the lock
+/// decides who came first, so that a body dropped while the response is being
+/// settled is either taken by the response or drained as a held body, never
+/// neither or both. It is taken twice per request with a body, uncontended
+/// but for that race.
 pub(crate) struct Handoff<B> {
     state: Mutex<State<B>>,
-    /// Set instead of taking the lock when the body was read to its end,
-    /// the common case.
-    finished: AtomicBool,
-    /// Set (under the lock) before the response leaves a plan for a held
-    /// body, so that a body finishing at the same time takes the lock and
-    /// finds it. With `finished`, a store-then-load pair on each side: at
-    /// least one side sees the other's store.
-    planned: AtomicBool,
 }
 
 enum State<B> {
     /// The service has the body; the response is not settled yet.
     Lent,
+    /// Dropped after its end while the response was not settled yet.
+    Ended,
     /// Dropped before its end while the response was not settled yet.
     Returned(Returned<B>),
     /// The response went out while the service held the body: this runs
@@ -76,22 +70,18 @@ impl<B> Handoff<B> {
     where
         B: Body,
     {
-        if self.finished.load(Ordering::Acquire) {
-            return LetGo::Finished;
-        }
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Settled) {
-            State::Returned(returned) if returned.body.is_end_stream() => LetGo::Finished,
-            State::Returned(returned) => LetGo::Unfinished(returned),
+            State::Returned(returned) if !returned.body.is_end_stream() => {
+                LetGo::Unfinished(returned)
+            }
             State::Lent => {
-                self.planned.store(true, Ordering::SeqCst);
-                if self.finished.load(Ordering::SeqCst) {
-                    return LetGo::Finished;
-                }
                 *state = State::Planned(plan());
                 LetGo::Held
             }
-            State::Planned(_) | State::Settled => LetGo::Finished,
+            State::Ended | State::Returned(_) | State::Planned(_) | State::Settled => {
+                LetGo::Finished
+            }
         }
     }
 
@@ -130,8 +120,6 @@ impl<B> DrainBody<B> {
     pub(crate) fn tracked(body: B) -> (Self, Arc<Handoff<B>>) {
         let handoff = Arc::new(Handoff {
             state: Mutex::new(State::Lent),
-            finished: AtomicBool::new(false),
-            planned: AtomicBool::new(false),
         });
         let body = Self {
             body: Some(body),
@@ -152,12 +140,6 @@ impl<B> Drop for DrainBody<B> {
         let (Some(handoff), Some(body)) = (self.handoff.take(), self.body.take()) else {
             return;
         };
-        if self.progress.ended {
-            handoff.finished.store(true, Ordering::SeqCst);
-            if !handoff.planned.load(Ordering::SeqCst) {
-                return;
-            }
-        }
         let mut state = handoff.lock();
         match std::mem::replace(&mut *state, State::Settled) {
             State::Planned(plan) => {
@@ -165,8 +147,8 @@ impl<B> Drop for DrainBody<B> {
                 // Spawns at most; no timer is made here.
                 plan.run(body, self.progress);
             }
-            // Nobody will look at the state once the response future is gone.
-            State::Lent if !self.progress.ended && Arc::strong_count(&handoff) > 1 => {
+            State::Lent if self.progress.ended => *state = State::Ended,
+            State::Lent => {
                 *state = State::Returned(Returned {
                     body,
                     progress: self.progress,
@@ -227,5 +209,75 @@ impl<B> fmt::Debug for DrainBody<B> {
             .field("tracked", &self.handoff.is_some())
             .field("progress", &self.progress)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+    use crate::drain::counters::DrainCounters;
+    use crate::drain::held::Plan;
+
+    /// The body's drop and the response's settling race on two threads:
+    /// whichever comes first, the body is settled exactly once (taken by the
+    /// response, read, or run through the held-body plan, which counts it).
+    #[test]
+    fn drop_and_settle_race_settles_once() {
+        for ended in [false, true] {
+            for _ in 0..2000 {
+                let counters = DrainCounters::new();
+                let (mut body, handoff) = DrainBody::tracked(Full::new(Bytes::from_static(b"abc")));
+                if ended {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async { while body.frame().await.is_some() {} });
+                }
+                let barrier = Arc::new(Barrier::new(2));
+                let dropper = {
+                    let barrier = Arc::clone(&barrier);
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        drop(body);
+                    })
+                };
+                barrier.wait();
+                let plan = || {
+                    WhenDropped::new(Plan {
+                        limit: 1024,
+                        deadline: crate::timers::deadline_after(std::time::Duration::ZERO),
+                        // No runtime: an unfinished held body counts as `no_timers`.
+                        runtime: None,
+                        expects_continue: false,
+                        tally: counters.tally(),
+                    })
+                };
+                let settled_here = match handoff.settle(plan) {
+                    LetGo::Held => 0,
+                    LetGo::Finished => 1,
+                    LetGo::Unfinished(returned) => {
+                        assert!(!ended);
+                        assert!(!returned.body.is_end_stream());
+                        1
+                    }
+                };
+                dropper.join().unwrap();
+                let stats = counters.snapshot();
+                assert_eq!(
+                    settled_here + stats.settled(),
+                    1,
+                    "ended={ended}: {stats:?}"
+                );
+                assert_eq!(stats.abandoned, 0);
+                if ended {
+                    assert_eq!(stats.no_timers, 0);
+                }
+            }
+        }
     }
 }
