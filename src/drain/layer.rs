@@ -20,7 +20,8 @@ use super::{DrainBodyService, DrainCounters};
 /// | counters of outcomes | none | [`counters`](Self::counters) |
 ///
 /// The layer is `Clone` (cheap: the counters, if any, are shared) but not
-/// `Copy`, since it may hold counters.
+/// `Copy`, since it may hold counters. Two layers are equal when their
+/// settings are and they share the same counters, or neither has any.
 ///
 /// # Example
 ///
