@@ -223,6 +223,27 @@ async fn connect_tunnel_passes_through() {
     .await;
 }
 
+/// The same two hand-overs for requests that carry a (small, already sent)
+/// body, which the layer now watches: the `101` and the `200` to `CONNECT`
+/// still pass straight through in waiting mode, and the tunnels echo.
+/// On main: same (those requests were skipped for their `Upgrade` header or
+/// method); guards the decision taken after the response.
+#[tokio::test]
+async fn hand_overs_with_a_body_pass_through() {
+    assert_tunnel_echoes(
+        "POST /up HTTP/1.1\r\nHost: test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\
+         Content-Length: 5\r\n\r\nhello",
+        101,
+    )
+    .await;
+    assert_tunnel_echoes(
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\
+         Content-Length: 5\r\n\r\nhello",
+        200,
+    )
+    .await;
+}
+
 /// Real client: curl sends two POSTs with `--next` (the first a 64 KiB body
 /// the handler ignores); the second transfer reuses the connection
 /// (`num_connects` 1 then 0). Skipped if curl is not on PATH.
