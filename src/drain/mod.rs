@@ -11,8 +11,9 @@
 //! # What happens to a request
 //!
 //! Requests without a body, and HTTP/2 and later (where a stream ends
-//! without touching the connection), cost nothing: a pointer check. For the
-//! others, once the inner service has produced its response:
+//! without touching the connection), pass through at the cost of a check
+//! (with [`DrainCounters`], an HTTP/2 body is also counted). For the others,
+//! once the inner service has produced its response:
 //!
 //! 1. `101 Switching Protocols`, and a `2xx` answer to `CONNECT`, hand the
 //!    connection over: the body is left alone. Other answers to requests
@@ -40,21 +41,26 @@
 //! `Connection: close` is added to the tokens already there (`upgrade` on a
 //! `426`, say), dropping only a contradicting `keep-alive`.
 //!
+//! Requests that say `Connection: close` are still drained within the limit:
+//! the connection will not be reused, but closing it with unread input would
+//! make the kernel reset it and destroy the response. To close such
+//! connections in stages as well, see [`LingeringIo`](crate::LingeringIo).
+//!
+//! The request body type must be `Unpin + Send + 'static`, as hyper's
+//! `Incoming` and axum's `Body` are. Each request with a body costs one small
+//! allocation; requests without a body cost none.
+//!
 //! # Bodies the service holds
 //!
 //! A service may move the body into a task and answer before that task is
 //! done with it. The response never waits for such a body. If the task
 //! reads it to the end, nothing is left to do; if it drops the body before
 //! the end, the rest is drained from there, in a background task, with the
-//! same limit and by the same deadline, counted from the response. Only no
-//! `Connection: close` can be added any more: when that drain gives up (or
-//! without timers), hyper closes the connection after the response. A body
-//! held forever is never waited for.
-//!
-//! Requests that say `Connection: close` are still drained within the limit:
-//! the connection will not be reused, but closing it with unread input would
-//! make the kernel reset it and destroy the response. To close such
-//! connections in stages as well, see [`LingeringIo`](crate::LingeringIo).
+//! same limit and by the same deadline, counted from the response. The
+//! response is gone by then, so no `Connection: close` can be added: when
+//! that drain gives up, or cannot start (no timers, `Expect: 100-continue`
+//! never polled, limit 0), hyper closes the connection. A body held forever
+//! is never waited for.
 //!
 //! # Observing it
 //!
@@ -63,10 +69,6 @@
 //! ([`DrainBodyLayer::counters`]): each request with a body then lands in
 //! exactly one outcome of [`DrainStats`], and `draining` shows the drains in
 //! flight.
-//!
-//! The request body type must be `Unpin + Send + 'static`, as hyper's
-//! `Incoming` and axum's `Body` are. Each request with a body costs one small
-//! allocation; requests without a body cost none.
 //!
 //! # Example: axum
 //!
