@@ -36,7 +36,8 @@
 //! curl -s http://127.0.0.1:3000/stats
 //! ```
 //!
-//! Ctrl-C stops accepting and waits for open connections to finish.
+//! Ctrl-C stops accepting, waits for open connections to finish and then
+//! for their lingering closes (`LingerGroup::wait_idle`).
 
 use std::time::Duration;
 
@@ -75,8 +76,10 @@ async fn main() -> std::io::Result<()> {
             .total_timeout(Duration::from_secs(10))
             .max_bytes(16 * 1024 * 1024),
     );
-    // Kept for `/stats`: the group holds the listener's close counters.
+    // Kept for `/stats` (the group holds the listener's close counters) and
+    // for the end of the graceful shutdown.
     let group = listener.group().clone();
+    let shutdown_group = group.clone();
     let counters = DrainCounters::new();
 
     let app = Router::new()
@@ -110,7 +113,12 @@ async fn main() -> std::io::Result<()> {
     .with_graceful_shutdown(async {
         tokio::signal::ctrl_c().await.ok();
     })
-    .await
+    .await?;
+    // hyper's connections have sent their FIN; let their lingering closes end
+    // (at most `total_timeout`) before the runtime does.
+    shutdown_group.wait_idle().await;
+    println!("stopped; {:?}", shutdown_group.stats());
+    Ok(())
 }
 
 /// Greets the client with its own address.
