@@ -46,6 +46,14 @@ pub async fn step<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// A connected pair of real sockets on 127.0.0.1: (server side, client side).
+pub async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (accepted.unwrap().0, client.unwrap())
+}
+
 // ---------------------------------------------------------------- server --
 
 /// What the handler sees: the layer's `DrainBody<Incoming>` (or plain
