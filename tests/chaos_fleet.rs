@@ -19,10 +19,11 @@
 //! - the handlers see only request lines that clients really sent: request
 //!   bodies consist of requests for `/smuggled`, so a leftover parsed as a
 //!   request shows up;
-//! - once the clients are gone, the `lingering` and `background` gauges of
-//!   every `LingerStats` are 0, the runtime is back to its tasks of before
-//!   (so no drain, linger or connection task is left), and resident memory is
-//!   near its baseline.
+//! - once the clients are gone, every `LingerGroup` is idle (`wait_idle`:
+//!   `lingering` and `background` at 0), the runtime is back to its tasks of
+//!   before (so no drain, linger or connection task is left), the
+//!   `DrainCounters` show no drain in progress and exactly one outcome per
+//!   request that came with a body, and resident memory is near its baseline.
 //!
 //! `LINGER_CHAOS_SECS` sets how long clients start new sessions (default 4);
 //! `LINGER_CHAOS_SEED` replays a seed (printed on failure).
@@ -33,6 +34,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,7 +49,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use linger::{DrainBody, DrainBodyLayer, LingerConfig, LingerGroup, LingeringListener};
+use linger::{
+    DrainBody, DrainBodyLayer, DrainCounters, LingerConfig, LingerGroup, LingeringListener,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
@@ -55,9 +59,6 @@ use tower::ServiceBuilder;
 
 const LIMIT: u64 = 256 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
-/// Whether the layer drains the body of an `Upgrade` offer answered without
-/// 101. TODO(drain): true once the drain change lands on main.
-const UPGRADE_OFFERS_DRAINED: bool = false;
 /// Bodies at most this large, sent at once, must always be drained.
 const SURELY_DRAINED: usize = 64 * 1024;
 const CLIENTS: usize = 48;
@@ -77,8 +78,10 @@ fn linger_config() -> LingerConfig {
         .max_bytes(8 * 1024 * 1024)
 }
 
-fn drain_layer() -> DrainBodyLayer {
-    DrainBodyLayer::new(LIMIT).timeout(DRAIN_TIMEOUT)
+fn drain_layer(counters: &DrainCounters) -> DrainBodyLayer {
+    DrainBodyLayer::new(LIMIT)
+        .timeout(DRAIN_TIMEOUT)
+        .counters(counters.clone())
 }
 
 // ------------------------------------------------------------------ server --
@@ -87,6 +90,18 @@ fn drain_layer() -> DrainBodyLayer {
 #[derive(Default)]
 struct Seen {
     lines: Mutex<Vec<String>>,
+    /// Requests whose body had not ended when the handler got it: each must
+    /// land in exactly one outcome of the layer's `DrainCounters`.
+    with_body: AtomicU64,
+}
+
+impl Seen {
+    fn record<B: Body>(&self, method: &Method, path: &str, body: &B) {
+        if !body.is_end_stream() {
+            self.with_body.fetch_add(1, Ordering::Relaxed);
+        }
+        self.lines.lock().unwrap().push(format!("{method} {path}"));
+    }
 }
 
 /// The one handler of both set-ups; the first path segment says what to do:
@@ -99,7 +114,7 @@ where
 {
     let path = uri.path().to_owned();
     let line = format!("{method} {path}");
-    seen.lines.lock().unwrap().push(line.clone());
+    seen.record(&method, &path, &body);
     let mut segments = path.split('/').skip(1);
     let kind = segments.next().unwrap_or_default();
     let arg: usize = segments
@@ -147,6 +162,7 @@ struct Fleet {
     name: &'static str,
     addr: SocketAddr,
     group: LingerGroup,
+    counters: DrainCounters,
     seen: Arc<Seen>,
 }
 
@@ -158,6 +174,8 @@ async fn start_hyper() -> Fleet {
     let listener = LingeringListener::with_group(tcp, group.clone());
     let seen = Arc::new(Seen::default());
     let record = seen.clone();
+    let counters = DrainCounters::new();
+    let layer = drain_layer(&counters);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _peer)) = listener.accept().await else {
@@ -166,7 +184,7 @@ async fn start_hyper() -> Fleet {
                 continue;
             };
             let seen = record.clone();
-            let service = ServiceBuilder::new().layer(drain_layer()).service_fn(
+            let service = ServiceBuilder::new().layer(layer.clone()).service_fn(
                 move |request: Request<DrainBody<Incoming>>| {
                     let seen = seen.clone();
                     async move {
@@ -174,8 +192,7 @@ async fn start_hyper() -> Fleet {
                         if parts.uri.path().starts_with("/fail/") {
                             // A failing service: hyper drops the connection
                             // without closing it, the lingering drop path.
-                            let line = format!("{} {}", parts.method, parts.uri.path());
-                            seen.lines.lock().unwrap().push(line);
+                            seen.record(&parts.method, parts.uri.path(), &body);
                             return Err(std::io::Error::other("handler failed"));
                         }
                         let response = serve_request(&seen, parts.method, parts.uri, body).await;
@@ -194,6 +211,7 @@ async fn start_hyper() -> Fleet {
         name: "hyper",
         addr,
         group,
+        counters,
         seen,
     }
 }
@@ -206,6 +224,7 @@ async fn start_axum() -> Fleet {
 
     let seen = Arc::new(Seen::default());
     let record = seen.clone();
+    let counters = DrainCounters::new();
     let app = Router::new()
         .route(
             "/{*rest}",
@@ -217,7 +236,7 @@ async fn start_axum() -> Fleet {
                 }
             }),
         )
-        .layer(drain_layer());
+        .layer(drain_layer(&counters));
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let group = LingerGroup::new(linger_config());
@@ -227,6 +246,7 @@ async fn start_axum() -> Fleet {
         name: "axum",
         addr,
         group,
+        counters,
         seen,
     }
 }
@@ -1025,11 +1045,9 @@ impl Session<'_> {
                 self.answered(&next);
                 Ok(())
             }
-            // TODO(drain): once `Upgrade` offers are drained when the answer is
-            // not 101, a drainable body must keep the connection here too.
-            Err(Failure::Eof { got: 0 }) if !UPGRADE_OFFERS_DRAINED || !surely_drained(&req) => {
-                Ok(())
-            }
+            // An answer other than 101 is an ordinary response: a drainable
+            // body keeps the connection.
+            Err(Failure::Eof { got: 0 }) if !surely_drained(&req) => Ok(()),
             Err(failure) => Err(format!(
                 "after upgrade offer {} ({:?}): {failure}",
                 req.line(),
@@ -1190,13 +1208,13 @@ async fn client(id: usize, seed: u64, fleets: Arc<Vec<Fleet>>, ledger: Arc<Ledge
 }
 
 /// Polls `cond` until it holds or `limit` passes; returns whether it held.
-// TODO(lingering): use `LingerGroup::wait_idle()` for the gauges once main has it.
 async fn settle(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + limit;
     while !cond() {
         if Instant::now() >= until {
             return false;
         }
+        // The runtime's task count has no notification to wait for.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     true
@@ -1275,12 +1293,10 @@ async fn chaos_fleet() {
     let mut problems: Vec<String> = ledger.failures.lock().unwrap().clone();
 
     for fleet in fleets.iter() {
-        let idle = settle(SETTLE_LIMIT, || {
-            let stats = fleet.group.stats();
-            stats.lingering == 0 && stats.background == 0
-        })
-        .await;
-        if !idle {
+        if timeout(SETTLE_LIMIT, fleet.group.wait_idle())
+            .await
+            .is_err()
+        {
             problems.push(format!(
                 "{}: gauges stuck: {:?}",
                 fleet.name,
@@ -1289,14 +1305,22 @@ async fn chaos_fleet() {
         }
     }
     // Every connection, drain and background close is a task of this runtime.
-    // TODO(drain counters): also assert the drain gauge of `DrainCounters` is 0
-    // here once the drain change lands (opt-in counters on the layer).
     let tasks_back = settle(SETTLE_LIMIT, || metrics.num_alive_tasks() <= baseline_tasks).await;
     if !tasks_back {
         problems.push(format!(
             "{} tasks alive after the fleet, {baseline_tasks} before",
             metrics.num_alive_tasks()
         ));
+    }
+    for fleet in fleets.iter() {
+        let drains = fleet.counters.snapshot();
+        let with_body = fleet.seen.with_body.load(Ordering::Relaxed);
+        if drains.draining != 0 || drains.settled() != with_body {
+            problems.push(format!(
+                "{}: {with_body} requests with a body, drain counters {drains:?}",
+                fleet.name
+            ));
+        }
     }
 
     let sent = ledger.sent.lock().unwrap().clone();
@@ -1354,10 +1378,11 @@ async fn chaos_fleet() {
     eprintln!("{total} sessions: {sessions:?}");
     for (fleet, (lingering, background)) in fleets.iter().zip(peaks.lock().unwrap().iter()) {
         eprintln!(
-            "{}: {} requests handled, peak lingering {lingering}, peak background {background}, {:?}",
+            "{}: {} requests handled, peak lingering {lingering}, peak background {background}, {:?}, {:?}",
             fleet.name,
             fleet.seen.lines.lock().unwrap().len(),
-            fleet.group.stats()
+            fleet.group.stats(),
+            fleet.counters.snapshot()
         );
     }
     if !problems.is_empty() {
