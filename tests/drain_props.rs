@@ -6,9 +6,10 @@
 //! framing (`Content-Length` or chunked), the request (HTTP version, `CONNECT`,
 //! `Upgrade`, `Expect: 100-continue`), the layer's limit, timeout and mode, and
 //! what the handler does with the body (ignore it, read k frames then drop it,
-//! move it into a task, fail). Every case runs on its own current-thread
-//! runtime with paused time, so timeouts of seconds cost nothing and every run
-//! is deterministic.
+//! move it into a task, fail), the answer (status, `Connection` tokens) and
+//! whether the server drops the response future early. Every case runs on its
+//! own current-thread runtime with paused time, so timeouts of seconds cost
+//! nothing and every run is deterministic.
 //!
 //! "The connection will not be reused" means the body did not reach its end:
 //! hyper reuses an HTTP/1 connection only when the request body was read to
@@ -21,13 +22,21 @@
 //! - the layer reads at most `limit` + one frame beyond what the handler read,
 //!   nothing at all when the declared remainder is above the limit or an
 //!   unpolled `Expect: 100-continue` body would be invited, and nothing of
-//!   HTTP/2, `CONNECT` or `101` exchanges;
-//! - the body is let go within the timeout (the drain never outlives it);
+//!   HTTP/2 or of exchanges that hand the connection over (`101`, a `2xx` to
+//!   `CONNECT`);
+//! - the body is let go within the timeout counted from the response (the
+//!   drain never outlives it), a body held by a task when it drops it or by
+//!   that deadline;
 //! - `Connection: close` implies that the body did not reach its end; with
 //!   `wait_for_drain(true)` it is present exactly when the body did not;
 //! - a body the layer can drain (no error, remainder within the limit, all of
 //!   it arriving before the deadline) is drained to its end and keeps the
-//!   connection.
+//!   connection;
+//! - the `Connection` tokens the handler set survive, except a `keep-alive`
+//!   contradicting the layer's `close`;
+//! - `DrainCounters` record exactly one outcome per body, consistent with
+//!   what happened to it, no drain left in progress, and the bytes the layer
+//!   read.
 //!
 //! `PROPTEST_CASES` raises the number of cases (512 per mode by default).
 
@@ -43,7 +52,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use linger::{DrainBody, DrainBodyLayer};
+use linger::{DrainBody, DrainBodyLayer, DrainCounters, DrainStats};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tokio::time::{Instant, Sleep};
@@ -300,7 +309,11 @@ struct Case {
     connect: bool,
     upgrade: bool,
     expect_continue: bool,
-    switching_protocols: bool,
+    /// The handler's answer: 101 hands the connection over, and so does a
+    /// 2xx to `CONNECT`; anything else is an ordinary response.
+    status: StatusCode,
+    /// A `Connection` header the handler sets itself.
+    response_connection: Option<&'static str>,
     limit: u64,
     timeout_ms: u64,
     wait_for_drain: bool,
@@ -386,8 +399,11 @@ async fn handle(
     }
     tokio::time::sleep(Duration::from_millis(case.respond_after_ms)).await;
     let mut response = Response::new("answer".to_owned());
-    if case.switching_protocols {
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.status_mut() = case.status;
+    if let Some(connection) = case.response_connection {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static(connection));
     }
     let mut log = log.lock().unwrap();
     log.answered_at = Some(Instant::now());
@@ -465,9 +481,11 @@ async fn exercise(case: Arc<Case>) -> Result<(), TestCaseError> {
     let probe = SharedProbe::default();
     let log = SharedLog::default();
     let request = build_request(&case, ScriptedBody::new(&case.script, start, probe.clone()));
+    let counters = DrainCounters::new();
     let layer = DrainBodyLayer::new(case.limit)
         .timeout(Duration::from_millis(case.timeout_ms))
-        .wait_for_drain(case.wait_for_drain);
+        .wait_for_drain(case.wait_for_drain)
+        .counters(counters.clone());
     let handler = {
         let (case, log) = (case.clone(), log.clone());
         tower::service_fn(move |request| handle(request, case.clone(), log.clone()))
@@ -484,7 +502,15 @@ async fn exercise(case: Arc<Case>) -> Result<(), TestCaseError> {
         tokio::time::sleep(NEVER).await;
         let probe = probe.lock().unwrap();
         let log = log.lock().unwrap();
-        return check_cancelled(&case, released_at, task_held_at_cancel, &probe, &log);
+        check_counters_settled(&case, &counters.snapshot(), &probe, &log)?;
+        return check_cancelled(
+            &case,
+            released_at,
+            task_held_at_cancel,
+            &counters.snapshot(),
+            &probe,
+            &log,
+        );
     };
     // Virtual time: every gap, drain deadline and task of the case runs out
     // before this timer fires, and nothing else is left to run.
@@ -492,16 +518,25 @@ async fn exercise(case: Arc<Case>) -> Result<(), TestCaseError> {
 
     let probe = probe.lock().unwrap();
     let log = log.lock().unwrap();
-    check(&case, &answer, start, released_at, &probe, &log)
+    let drains = counters.snapshot();
+    check_counters_settled(&case, &drains, &probe, &log)?;
+    check(&case, &answer, start, released_at, &drains, &probe, &log)
 }
 
 // -------------------------------------------------------------- invariants --
+
+/// A drain dropped before it ended (its response future dropped while it
+/// waited, `wait_for_drain`) counts as `abandoned` but not the bytes it had
+/// already read: see `abandoned_drain_counts_its_bytes`. Set to true once
+/// that is fixed, so that the property checks the exact byte count there too.
+const ABANDONED_DRAINS_COUNT_THEIR_BYTES: bool = false;
 
 /// The response future was dropped at `cancelled_at` before it finished.
 fn check_cancelled(
     case: &Case,
     cancelled_at: Instant,
     task_held_at_cancel: bool,
+    drains: &DrainStats,
     probe: &Probe,
     log: &HandlerLog,
 ) -> Result<(), TestCaseError> {
@@ -516,6 +551,14 @@ fn check_cancelled(
         return Err(TestCaseError::fail("the body outlived a cancelled call"));
     };
     let task = matches!(case.handling, Handling::MoveToTask { .. }) && task_held_at_cancel;
+    if tracked(case) && !task && case.version < Version::HTTP_2 {
+        prop_assert_eq!(
+            drains.abandoned,
+            1,
+            "a cancelled call is abandoned: {:?}",
+            drains
+        );
+    }
     let bound = match (task, log.task_dropped_at) {
         (true, Some(task_dropped_at)) => {
             task_dropped_at + Duration::from_millis(case.timeout_ms) + TICK
@@ -531,12 +574,61 @@ fn check_cancelled(
     Ok(())
 }
 
-fn says_close(response: &Response<String>) -> bool {
+/// The tokens of every `Connection` header of `response`, lowercased.
+fn connection_tokens(response: &Response<String>) -> Vec<String> {
     response
         .headers()
         .get_all(header::CONNECTION)
         .iter()
-        .any(|value| value.as_bytes().eq_ignore_ascii_case(b"close"))
+        .flat_map(|value| value.to_str().unwrap_or_default().split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
+/// Whether the request came with a body that had not ended: the layer
+/// counts exactly those.
+fn tracked(case: &Case) -> bool {
+    case.script.declared != Some(0)
+}
+
+/// Checks that hold for every case once everything has run out.
+fn check_counters_settled(
+    case: &Case,
+    drains: &DrainStats,
+    probe: &Probe,
+    log: &HandlerLog,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(drains.draining, 0, "a drain is still counted: {:?}", drains);
+    if tracked(case) && case.version >= Version::HTTP_2 {
+        // Counted as the request goes in, whatever happens next.
+        prop_assert_eq!(drains.passed_through, 1, "HTTP/2 body: {:?}", drains);
+    }
+    prop_assert_eq!(
+        drains.settled(),
+        u64::from(tracked(case)),
+        "one outcome per body: {:?}",
+        drains
+    );
+    let drained = probe.delivered - log.bytes_read;
+    if drains.abandoned == 1 && !ABANDONED_DRAINS_COUNT_THEIR_BYTES {
+        prop_assert!(drains.bytes_drained <= drained, "{:?}", drains);
+    } else {
+        prop_assert_eq!(
+            drains.bytes_drained,
+            drained,
+            "bytes_drained is what the layer read: {:?}",
+            drains
+        );
+    }
+    if drains.drained_inline + drains.drained == 1 {
+        prop_assert!(
+            probe.reached_end,
+            "counted as drained, did not end: {:?}",
+            drains
+        );
+    }
+    Ok(())
 }
 
 fn check(
@@ -544,6 +636,7 @@ fn check(
     answer: &Result<Response<String>, HandlerFailed>,
     start: Instant,
     released_at: Instant,
+    drains: &DrainStats,
     probe: &Probe,
     log: &HandlerLog,
 ) -> Result<(), TestCaseError> {
@@ -555,13 +648,14 @@ fn check(
     // A task that dropped the body before the answer let go of it like a handler.
     let held = log.held_at_answer;
     let http1 = case.version < Version::HTTP_2;
-    // Exchanges whose connection the layer must leave alone.
-    let switching = answer.as_ref().is_ok_and(|_| case.switching_protocols);
-    let never_drained = !http1 || case.connect || switching;
-    // TODO(drain): once `Upgrade` offers are drained when the answer is not
-    // 101, they count as plain requests here; until then only the weak
-    // invariants cover them, which hold either way.
-    let plain = !never_drained && !case.upgrade;
+    // Exchanges whose connection is handed over, or not HTTP/1: the layer
+    // leaves the body alone. Other answers to `Upgrade` and `CONNECT` are
+    // ordinary responses.
+    let handed_over = answer.as_ref().is_ok_and(|_| {
+        case.status == StatusCode::SWITCHING_PROTOCOLS || (case.connect && case.status.is_success())
+    });
+    let never_drained = !http1 || handed_over;
+    let plain = !never_drained;
 
     // Released, at once unless told to wait.
     let release_bound = if case.wait_for_drain {
@@ -586,32 +680,47 @@ fn check(
     );
     if never_drained {
         prop_assert_eq!(drained, 0, "read a body it must leave alone");
+        if tracked(case) && answer.is_ok() {
+            prop_assert_eq!(drains.passed_through, 1, "{:?}", drains);
+        }
     }
 
     // The body is let go within the timeout (and not leaked).
     let Some(dropped_at) = probe.dropped_at else {
         return Err(TestCaseError::fail("the body was never dropped"));
     };
-    let let_go_at = if held {
+    // A held body is drained from when the task drops it, by the deadline
+    // counted from the response.
+    let drop_bound = if held {
         let Some(at) = log.task_dropped_at else {
             return Err(TestCaseError::fail("the handler's task never finished"));
         };
-        at
+        at.max(answered_at + timeout) + TICK
     } else {
-        answered_at
+        answered_at + timeout + TICK
     };
     prop_assert!(
-        dropped_at <= let_go_at + timeout + TICK,
-        "body dropped {:?} after the handler let go (timeout {:?})",
-        dropped_at - let_go_at,
-        timeout
+        dropped_at <= drop_bound,
+        "body dropped {:?} too late (timeout {:?}, held {})",
+        dropped_at - drop_bound,
+        timeout,
+        held
     );
 
     let Ok(response) = answer else {
         // A failed handler: hyper closes the connection itself.
+        if tracked(case) && http1 {
+            prop_assert_eq!(
+                drains.abandoned,
+                1,
+                "a failed service is abandoned: {:?}",
+                drains
+            );
+        }
         return Ok(());
     };
-    let close = says_close(response);
+    let tokens = connection_tokens(response);
+    let close = tokens.iter().any(|token| token == "close");
     prop_assert!(
         response
             .headers()
@@ -622,6 +731,28 @@ fn check(
         "several Connection headers: {:?}",
         response.headers()
     );
+    // The handler never says close: a close is the layer's, which keeps the
+    // handler's other tokens and drops only a contradicting keep-alive.
+    let mut expected_tokens: Vec<String> = case
+        .response_connection
+        .iter()
+        .map(|token| token.to_string())
+        .filter(|token| !(close && token == "keep-alive"))
+        .collect();
+    if close {
+        expected_tokens.push("close".into());
+    }
+    prop_assert_eq!(&tokens, &expected_tokens, "Connection tokens");
+    if close {
+        let refused =
+            drains.over_limit + drains.deadline + drains.body_error + drains.expect_continue;
+        prop_assert_eq!(
+            refused + drains.no_timers,
+            1,
+            "close without a reason: {:?}",
+            drains
+        );
+    }
     if case.wait_for_drain && !held {
         prop_assert!(dropped_at <= released_at, "drain outlived a held response");
     }
@@ -632,12 +763,19 @@ fn check(
         "Connection: close although the body reached its end"
     );
     if never_drained || held {
-        // TODO(drain): held bodies are drained after the response once the
-        // drain change lands; the layer still cannot know in time to say close.
+        // A held body is drained once dropped, after the response has gone.
         prop_assert!(!close, "Connection: close on an exchange left alone");
     }
     if !plain || held {
         return Ok(());
+    }
+    if probe.reached_end && !close && tracked(case) {
+        prop_assert_eq!(
+            drains.read + drains.drained_inline + drains.drained,
+            1,
+            "a body that ended counts as read or drained: {:?}",
+            drains
+        );
     }
 
     let remainder_declared = case
@@ -821,7 +959,19 @@ fn case(wait_for_drain: bool) -> impl Strategy<Value = Case> {
         prop::bool::weighted(0.05),
         prop::bool::weighted(0.05),
         prop::bool::weighted(0.25),
-        prop::bool::weighted(0.05),
+    );
+    let answer = (
+        prop_oneof![
+            12 => Just(StatusCode::OK),
+            1 => Just(StatusCode::SWITCHING_PROTOCOLS),
+            2 => Just(StatusCode::NOT_FOUND),
+            1 => Just(StatusCode::PROXY_AUTHENTICATION_REQUIRED),
+        ],
+        prop_oneof![
+            8 => Just(None),
+            1 => Just(Some("keep-alive")),
+            1 => Just(Some("upgrade")),
+        ],
     );
     let layer = (
         prop_oneof![
@@ -837,6 +987,7 @@ fn case(wait_for_drain: bool) -> impl Strategy<Value = Case> {
         prop_oneof![3 => Just(0u64), 1 => 1..2_000u64],
         prop_oneof![3 => Just(None), 1 => (0..3_000u64).prop_map(Some)],
         request,
+        answer,
         layer,
     )
         .prop_map(
@@ -845,7 +996,8 @@ fn case(wait_for_drain: bool) -> impl Strategy<Value = Case> {
                 handling,
                 respond_after_ms,
                 cancel_after_ms,
-                (version, connect, upgrade, expect_continue, switching_protocols),
+                (version, connect, upgrade, expect_continue),
+                (status, response_connection),
                 (limit, timeout_ms),
             )| Case {
                 script,
@@ -856,7 +1008,8 @@ fn case(wait_for_drain: bool) -> impl Strategy<Value = Case> {
                 connect,
                 upgrade,
                 expect_continue,
-                switching_protocols,
+                status,
+                response_connection,
                 limit,
                 timeout_ms,
                 wait_for_drain,
@@ -891,4 +1044,60 @@ proptest! {
     fn drain_before_the_response(case in case(true)) {
         run_case(case)?;
     }
+}
+
+/// Minimal reproduction: `wait_for_drain(true)`, one byte of a two-byte body
+/// has arrived and the other never does; the layer takes the byte that is
+/// there, then the response future is dropped (the connection went away)
+/// while it waits. `bytes_drained` stays 0 although one byte was drained.
+#[test]
+#[ignore = "known bug: an abandoned drain does not count the bytes it read"]
+fn abandoned_drain_counts_its_bytes() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let script = Script {
+            declared: Some(2),
+            steps: vec![
+                Step {
+                    gap: Gap::Ms(0),
+                    event: Event::Data(1),
+                },
+                Step {
+                    gap: Gap::Never,
+                    event: Event::Data(1),
+                },
+            ],
+            completes: false,
+        };
+        let probe = SharedProbe::default();
+        let body = ScriptedBody::new(&script, Instant::now(), probe.clone());
+        let request = Request::post("/")
+            .header(header::CONTENT_LENGTH, 2)
+            .body(body)
+            .unwrap();
+        let counters = DrainCounters::new();
+        let layer = DrainBodyLayer::new(1024)
+            .wait_for_drain(true)
+            .counters(counters.clone());
+        let service = layer.layer(tower::service_fn(|request: Request<TestBody>| async move {
+            drop(request);
+            Ok::<_, HandlerFailed>(Response::new(String::new()))
+        }));
+        let call = service.oneshot(request);
+        assert!(tokio::time::timeout(Duration::from_millis(1), call)
+            .await
+            .is_err());
+        let stats = counters.snapshot();
+        assert_eq!(
+            probe.lock().unwrap().delivered,
+            1,
+            "the layer read one byte"
+        );
+        assert_eq!(stats.abandoned, 1);
+        assert_eq!(stats.bytes_drained, 1, "{stats:?}");
+    });
 }
