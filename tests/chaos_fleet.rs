@@ -25,7 +25,7 @@
 //!   `DrainCounters` show no drain in progress and exactly one outcome per
 //!   request that came with a body, and resident memory is near its baseline.
 //!
-//! `LINGER_CHAOS_SECS` sets how long clients start new sessions (default 4);
+//! `LINGER_CHAOS_SECS` sets how long clients start new sessions (default 3);
 //! `LINGER_CHAOS_SEED` replays a seed (printed on failure).
 
 mod chaos;
@@ -927,13 +927,20 @@ impl Session<'_> {
         };
         let line = req.line();
         let expect = Expect::text(if kind == "reject" { 413 } else { 200 }, line.clone());
-        let budget = self.rng.millis(100, 800);
+        // Fast: into the linger's byte cap. Slow (a trickle that is never
+        // idle for long): into its total timeout.
+        let slow = self.rng.chance(30);
+        let (budget, block_len, pause) = if slow {
+            (self.rng.millis(2200, 2600), 512, self.rng.millis(50, 250))
+        } else {
+            (self.rng.millis(100, 800), 64 * 1024, Duration::ZERO)
+        };
         let max_bytes = 32 * 1024 * 1024;
         self.sent(&req);
         let send = async {
             wr.write_all(&req.head()).await?;
             let started = Instant::now();
-            let block: &'static [u8] = &SMUGGLE[..64 * 1024];
+            let block: &'static [u8] = &SMUGGLE[..block_len];
             let chunk_head = format!("{:x}\r\n", block.len());
             let mut sent = 0;
             while sent < max_bytes && started.elapsed() < budget {
@@ -945,11 +952,15 @@ impl Session<'_> {
                     wr.write_all(block).await?;
                 }
                 sent += block.len();
+                if slow {
+                    // The trickle is the behaviour, not synchronisation.
+                    tokio::time::sleep(pause).await;
+                }
             }
             Ok::<_, std::io::Error>(())
         };
         let (_sent, read) = tokio::join!(send, reader.response(&expect));
-        read.map_err(|f| format!("endless {line} (chunked {chunked}): {f}"))?;
+        read.map_err(|f| format!("endless {line} (chunked {chunked}, slow {slow}): {f}"))?;
         self.answered(&req);
         Ok(())
     }
@@ -1237,7 +1248,7 @@ async fn chaos_fleet() {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
-    let secs = env_u64("LINGER_CHAOS_SECS").unwrap_or(4);
+    let secs = env_u64("LINGER_CHAOS_SECS").unwrap_or(3);
     let replay =
         format!("seed {seed}: replay with LINGER_CHAOS_SEED={seed} LINGER_CHAOS_SECS={secs}");
     eprintln!("chaos fleet, {replay}");
