@@ -6,10 +6,15 @@
 //!
 //! Behaviours: keep-alive sequences with ignored, partly read and fully read
 //! bodies (`Content-Length` and chunked, empty to 1 MiB, around and above the
-//! limit), early 413s and large responses; pipelining; slow drip; `Expect:
-//! 100-continue`; HTTP/1.0; half-close; a body that stops mid-way; aborts with
-//! RST (SO_LINGER 0) at any byte; peers that never send FIN (reading or not);
-//! endless senders; prefixes followed by FIN.
+//! limit), early 413s, slow handlers and large responses; pipelining (with a
+//! body above the limit in the middle); slow drip; `Expect: 100-continue`;
+//! HTTP/1.0, with and without keep-alive; half-close; a body that stops
+//! mid-way; aborts with RST (SO_LINGER 0) at any byte; peers that never send
+//! FIN (reading or not); endless senders, fast and trickling; prefixes
+//! followed by FIN; slow readers behind a small receive window; `Upgrade`
+//! offers answered without 101; heads hyper rejects; a failing service
+//! (hyper only). Every client starts with a different behaviour, so each
+//! one runs against each server at least once.
 //!
 //! Invariants:
 //! - every response a well-behaved client waits for arrives whole (exact
@@ -18,7 +23,8 @@
 //!   reused;
 //! - the handlers see only request lines that clients really sent: request
 //!   bodies consist of requests for `/smuggled`, so a leftover parsed as a
-//!   request shows up;
+//!   request shows up; and nothing pipelined behind a response that says
+//!   `Connection: close` is served;
 //! - once the clients are gone, every `LingerGroup` is idle (`wait_idle`:
 //!   `lingering` and `background` at 0), the runtime is back to its tasks of
 //!   before (so no drain, linger or connection task is left), the
@@ -61,6 +67,7 @@ const LIMIT: u64 = 256 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Bodies at most this large, sent at once, must always be drained.
 const SURELY_DRAINED: usize = 64 * 1024;
+/// At least two per behaviour, so that each runs against both servers.
 const CLIENTS: usize = 48;
 /// Sessions per client per second of the run, at most.
 const SESSIONS_PER_SECOND: usize = 15;
@@ -1254,7 +1261,7 @@ async fn chaos_fleet() {
     eprintln!("chaos fleet, {replay}");
 
     // The shared buffers are part of the baseline, not of what the run leaves behind.
-    LazyForce::force();
+    let _ = (SMUGGLE.len(), PATTERN.len());
     #[allow(unused_mut)]
     let mut fleets = vec![start_hyper().await];
     #[cfg(feature = "axum")]
@@ -1385,6 +1392,13 @@ async fn chaos_fleet() {
     }
 
     let sessions = ledger.sessions.lock().unwrap().clone();
+    for fleet in fleets.iter() {
+        for (_, behaviour) in BEHAVIOURS {
+            if !sessions.contains_key(&(behaviour, fleet.name)) {
+                problems.push(format!("{}: no {behaviour:?} session ran", fleet.name));
+            }
+        }
+    }
     let total: usize = sessions.values().sum();
     eprintln!("{total} sessions: {sessions:?}");
     for (fleet, (lingering, background)) in fleets.iter().zip(peaks.lock().unwrap().iter()) {
@@ -1403,14 +1417,5 @@ async fn chaos_fleet() {
             problems.len(),
             problems[..shown].join("\n")
         );
-    }
-}
-
-/// Forces the shared static buffers.
-struct LazyForce;
-
-impl LazyForce {
-    fn force() {
-        let _ = (SMUGGLE.len(), PATTERN.len());
     }
 }
