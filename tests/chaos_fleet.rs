@@ -678,10 +678,43 @@ impl Session<'_> {
         };
         let line = req.line();
         let expect = expected(&req);
+        let reads_body = matches!(kind, "consume" | "partial");
         self.sent(&req);
+        if self.rng.chance(30) {
+            // RFC 9110 §10.1.1 lets a client send the body without waiting:
+            // a handler that never asks for it still gets `Connection: close`,
+            // and the body must not turn the close into a reset.
+            let segments = req.segments();
+            let read = async {
+                let mut head = reader.head().await?;
+                if head.status == 100 {
+                    head = reader.head().await?;
+                }
+                reader.body(&head, Some(expect.bytes())).await?;
+                Ok::<_, Failure>(head)
+            };
+            let (written, read) = tokio::join!(write_segments(&mut wr, &segments), read);
+            let head = read.map_err(|f| format!("eager {line} ({:?}): {f}", req.body))?;
+            ensure(
+                head.status == expect.status && head.close() != reads_body,
+                || {
+                    format!(
+                        "eager {line}: status {}, close {}",
+                        head.status,
+                        head.close()
+                    )
+                },
+            )?;
+            self.answered(&req);
+            if !reads_body {
+                let end = reader.end().await;
+                return ensure(end == End::Eof, || format!("eager {line}: {end:?}"));
+            }
+            return ensure(written.is_ok(), || format!("eager {line}: {written:?}"));
+        }
         wr.write_all(&req.head()).await.map_err(|e| e.to_string())?;
         let head = reader.head().await.map_err(|f| format!("{line}: {f}"))?;
-        if matches!(kind, "consume" | "partial") {
+        if reads_body {
             ensure(head.status == 100, || {
                 format!("{line}: {} instead of 100", head.status)
             })?;
