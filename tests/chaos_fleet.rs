@@ -1409,7 +1409,7 @@ async fn chaos_fleet() {
 
     if let (Some(before), Some(after)) = (baseline_rss, rss_bytes()) {
         // Generous: allocator caches stay; a leak of connections or bodies does not fit.
-        let bound = 160 * 1024 * 1024;
+        let bound = 96 * 1024 * 1024;
         if after > before + bound {
             problems.push(format!(
                 "resident memory {} MiB after the fleet, {} MiB before",
