@@ -91,6 +91,10 @@ enum Stack {
     /// (`layer.layer(router)`), behind the `LingeringListener`.
     #[cfg(feature = "axum")]
     AxumAroundRouter,
+    /// The same with `router.with_state(())`, which turns the handlers into
+    /// routes once instead of on every request.
+    #[cfg(feature = "axum")]
+    AxumAroundRouterWithState,
 }
 
 impl Stack {
@@ -110,6 +114,8 @@ impl Stack {
         Stack::AxumLayerOnly,
         #[cfg(feature = "axum")]
         Stack::AxumAroundRouter,
+        #[cfg(feature = "axum")]
+        Stack::AxumAroundRouterWithState,
     ];
 
     fn name(self) -> &'static str {
@@ -128,6 +134,8 @@ impl Stack {
             Stack::AxumLayerOnly => "axum_layer_only",
             #[cfg(feature = "axum")]
             Stack::AxumAroundRouter => "axum_layer_around_router",
+            #[cfg(feature = "axum")]
+            Stack::AxumAroundRouterWithState => "axum_layer_around_router_with_state",
         }
     }
 
@@ -257,8 +265,13 @@ mod axum_app {
             }
             Stack::AxumListenerOnly => axum::serve(LingeringListener::new(tcp), router()).await,
             Stack::AxumLayerOnly => axum::serve(tcp, router().layer(layer)).await,
-            Stack::AxumAroundRouter => {
-                let app = layer.layer(router());
+            Stack::AxumAroundRouter | Stack::AxumAroundRouterWithState => {
+                let router = if stack == Stack::AxumAroundRouter {
+                    router()
+                } else {
+                    router().with_state(())
+                };
+                let app = layer.layer(router);
                 let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
                 axum::serve(LingeringListener::new(tcp), make).await
             }
@@ -321,6 +334,11 @@ fn scenarios() -> Vec<Scenario> {
     let pairs = [
         #[cfg(feature = "axum")]
         ("axum", [Stack::AxumBare, Stack::AxumReadme]),
+        #[cfg(feature = "axum")]
+        (
+            "axum_around_router",
+            [Stack::AxumBare, Stack::AxumAroundRouter],
+        ),
         ("hyper", [Stack::HyperBare, Stack::HyperReadme]),
     ];
     pairs
@@ -357,7 +375,7 @@ impl Plan {
     fn new(settings: &Settings) -> Self {
         let (warm_up, passes, rounds_per_pass, round_ms, alloc_rounds, alloc_requests) =
             if settings.full {
-                (200, 3, 60, 10, 5, 2000)
+                (200, 3, 80, 10, 5, 2000)
             } else {
                 (3, 1, 2, 2, 1, 20)
             };
@@ -372,67 +390,139 @@ impl Plan {
     }
 }
 
+/// The two threads that do the work: the client (main) and the server.
+struct Threads {
+    client: String,
+    server: String,
+}
+
+impl Threads {
+    /// The calling thread is the client; asks the server runtime for its own.
+    fn new(runtime: &Runtime, server: &Handle) -> Option<Self> {
+        let client = current_tid()?;
+        let server = runtime
+            .block_on(server.spawn(async { current_tid() }))
+            .ok()??;
+        Some(Self { client, server })
+    }
+
+    /// Nanoseconds both threads have run on a CPU so far.
+    fn cpu_ns(&self) -> Option<u64> {
+        Some(thread_cpu_ns(&self.client)? + thread_cpu_ns(&self.server)?)
+    }
+}
+
+/// The kernel's id of the calling thread (Linux).
+fn current_tid() -> Option<String> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    Some(link.file_name()?.to_str()?.to_owned())
+}
+
+/// Time thread `tid` of this process has spent on a CPU, user and kernel,
+/// in nanoseconds (first field of its `schedstat`, Linux). Unlike elapsed
+/// time it leaves out what other processes ran on the shared CPU.
+fn thread_cpu_ns(tid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
+/// One side of one round.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    elapsed: Duration,
+    cpu_ns: Option<u64>,
+    alloc_calls: u64,
+}
+
 struct Measured {
-    /// variant/baseline time-per-request ratio of each round, by pass.
+    /// variant/baseline elapsed time ratio of each round, by pass.
     time_ratios: Vec<Vec<f64>>,
+    /// variant/baseline CPU time ratio of each round, by pass (empty
+    /// without schedstat).
+    cpu_ratios: Vec<Vec<f64>>,
     /// Seconds per request of each round: baseline, variant.
     per_request: [Vec<f64>; 2],
+    /// CPU seconds (client + server thread) per request of each round.
+    cpu_per_request: [Vec<f64>; 2],
     /// Allocation calls per request (medians): baseline, variant, added.
     allocations: [f64; 3],
 }
 
 /// Both clients send `n` requests, in ABBA order by `round`; returns the time
-/// each took and the allocation calls of the whole process meanwhile.
+/// and CPU time each took and the allocation calls of the whole process
+/// meanwhile.
 async fn abba_round(
     clients: &mut [Client; 2],
+    threads: Option<&Threads>,
     request: &[u8],
     n: u64,
     round: usize,
-) -> [(Duration, u64); 2] {
-    let mut out = [(Duration::ZERO, 0); 2];
+) -> [Sample; 2] {
+    let mut out = [Sample::default(); 2];
     for i in common::abba_order(round) {
+        let cpu = threads.and_then(Threads::cpu_ns);
         let calls = alloc_calls();
         let elapsed = clients[i].run(request, n).await;
-        out[i] = (elapsed, alloc_calls() - calls);
+        out[i] = Sample {
+            elapsed,
+            alloc_calls: alloc_calls() - calls,
+            cpu_ns: cpu
+                .zip(threads.and_then(Threads::cpu_ns))
+                .map(|(before, after)| after - before),
+        };
     }
     out
 }
 
 fn interleave(
     runtime: &Runtime,
+    threads: Option<&Threads>,
     plan: &Plan,
     scenario: &Scenario,
     clients: &mut [Client; 2],
 ) -> Measured {
     let request = &scenario.request;
-    let [(a, _), (b, _)] = runtime.block_on(abba_round(clients, request, plan.warm_up, 0));
-    let slowest = a.max(b) / plan.warm_up as u32;
+    let [a, b] = runtime.block_on(abba_round(clients, threads, request, plan.warm_up, 0));
+    let slowest = a.elapsed.max(b.elapsed) / plan.warm_up as u32;
     let per_round = ((plan.round_target.as_secs_f64() / slowest.as_secs_f64().max(1e-7)) as u64)
         .clamp(5, 20_000);
 
     let mut measured = Measured {
         time_ratios: Vec::new(),
-        per_request: [Vec::new(), Vec::new()],
+        cpu_ratios: Vec::new(),
+        per_request: Default::default(),
+        cpu_per_request: Default::default(),
         allocations: [f64::NAN; 3],
     };
     for _pass in 0..plan.passes {
-        let mut ratios = Vec::with_capacity(plan.rounds_per_pass);
+        let (mut times, mut cpus) = (Vec::new(), Vec::new());
         for round in 0..plan.rounds_per_pass {
-            let [(a, _), (b, _)] = runtime.block_on(abba_round(clients, request, per_round, round));
-            ratios.push(b.as_secs_f64() / a.as_secs_f64());
-            measured.per_request[0].push(a.as_secs_f64() / per_round as f64);
-            measured.per_request[1].push(b.as_secs_f64() / per_round as f64);
+            let sides = runtime.block_on(abba_round(clients, threads, request, per_round, round));
+            let [a, b] = sides.map(|s| s.elapsed.as_secs_f64());
+            times.push(b / a);
+            measured.per_request[0].push(a / per_round as f64);
+            measured.per_request[1].push(b / per_round as f64);
+            if let [Some(a), Some(b)] = sides.map(|s| s.cpu_ns) {
+                cpus.push(b as f64 / a.max(1) as f64);
+                measured.cpu_per_request[0].push(a as f64 * 1e-9 / per_round as f64);
+                measured.cpu_per_request[1].push(b as f64 * 1e-9 / per_round as f64);
+            }
         }
-        measured.time_ratios.push(ratios);
+        measured.time_ratios.push(times);
+        if !cpus.is_empty() {
+            measured.cpu_ratios.push(cpus);
+        }
     }
 
     let n = plan.alloc_requests;
     let mut per_request: [Vec<f64>; 3] = Default::default();
     for round in 0..plan.alloc_rounds {
-        let [(_, a), (_, b)] = runtime.block_on(abba_round(clients, request, n, round));
-        per_request[0].push(a as f64 / n as f64);
-        per_request[1].push(b as f64 / n as f64);
-        per_request[2].push((b as f64 - a as f64) / n as f64);
+        let [a, b] = runtime
+            .block_on(abba_round(clients, None, request, n, round))
+            .map(|s| s.alloc_calls as f64);
+        per_request[0].push(a / n as f64);
+        per_request[1].push(b / n as f64);
+        per_request[2].push((b - a) / n as f64);
     }
     measured.allocations = per_request.map(|v| median(&v));
     measured
@@ -448,12 +538,16 @@ const CHILD_REQUESTS: u64 = 2000;
 
 /// The child process: serves `stack` and sends it `warm_up + n` requests of
 /// `kind`. Also what the smoke run calls in-process.
-fn run_child(stack: Stack, kind: Kind, warm_up: u64, n: u64) -> common::ClientStats {
+/// Returns the client's counts and the allocation calls of the `n` requests.
+fn run_child(stack: Stack, kind: Kind, warm_up: u64, n: u64) -> (common::ClientStats, u64) {
     let server = common::server_runtime(None);
     let runtime = common::client_runtime();
     let mut client = Client::new(stack.start(&server), None);
-    runtime.block_on(client.run(&kind.request(), warm_up + n));
-    client.stats
+    let request = kind.request();
+    runtime.block_on(client.run(&request, warm_up));
+    let calls = alloc_calls();
+    runtime.block_on(client.run(&request, n));
+    (client.stats, alloc_calls() - calls)
 }
 
 /// Parses [`CHILD_ENV`] and runs the child; `false` when this is no child.
@@ -470,8 +564,11 @@ fn child_main() -> bool {
         eprintln!("{CHILD_ENV}: expected <stack>:<request>:<n>, got {spec:?}");
         std::process::exit(2);
     };
-    let stats = run_child(stack, kind, CHILD_WARM_UP, n);
-    println!("ok {} errors {}", stats.ok, stats.errors);
+    let (stats, alloc_calls) = run_child(stack, kind, CHILD_WARM_UP, n);
+    println!(
+        "ok {} errors {} alloc_calls {alloc_calls}",
+        stats.ok, stats.errors
+    );
     true
 }
 
@@ -481,6 +578,8 @@ fn child_main() -> bool {
 struct Counts {
     client: u64,
     server: u64,
+    /// Allocation calls of the counted requests, whole process.
+    alloc_calls: u64,
 }
 
 /// The `totals:` line of a callgrind output file.
@@ -509,7 +608,16 @@ fn callgrind_run(dir: &Path, stack: Stack, kind: Kind, n: u64) -> Result<Counts,
         .output()
         .map_err(|e| format!("valgrind: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() || !stdout.contains(" errors 0") {
+    let alloc_calls = stdout
+        .split_whitespace()
+        .skip_while(|&word| word != "alloc_calls")
+        .nth(1)
+        .and_then(|n| n.parse().ok());
+    let (true, true, Some(alloc_calls)) = (
+        output.status.success(),
+        stdout.contains(" errors 0 "),
+        alloc_calls,
+    ) else {
         return Err(format!(
             "{} {}: child failed ({}): {}",
             stack.name(),
@@ -517,9 +625,12 @@ fn callgrind_run(dir: &Path, stack: Stack, kind: Kind, n: u64) -> Result<Counts,
             output.status,
             stdout.trim()
         ));
-    }
+    };
     // With --separate-threads, thread k writes `<file>-0k`; thread 1 is main.
-    let mut counts = Counts::default();
+    let mut counts = Counts {
+        alloc_calls,
+        ..Counts::default()
+    };
     for thread in 1..=9 {
         let file = PathBuf::from(format!("{}-{thread:02}", out.display()));
         let Some(total) = callgrind_total(&file) else {
@@ -534,12 +645,17 @@ fn callgrind_run(dir: &Path, stack: Stack, kind: Kind, n: u64) -> Result<Counts,
     Ok(counts)
 }
 
-/// Instructions per request of `stack` for `kind`: client, server.
-fn instructions_per_request(dir: &Path, stack: Stack, kind: Kind) -> Result<[f64; 2], String> {
+/// Instructions per request of `stack` for `kind`: client, server; and
+/// allocation calls per request.
+fn instructions_per_request(dir: &Path, stack: Stack, kind: Kind) -> Result<[f64; 3], String> {
     let none = callgrind_run(dir, stack, kind, 0)?;
     let some = callgrind_run(dir, stack, kind, CHILD_REQUESTS)?;
     let per = |a: u64, b: u64| (b as f64 - a as f64) / CHILD_REQUESTS as f64;
-    Ok([per(none.client, some.client), per(none.server, some.server)])
+    Ok([
+        per(none.client, some.client),
+        per(none.server, some.server),
+        per(none.alloc_calls, some.alloc_calls),
+    ])
 }
 
 fn valgrind_available() -> bool {
@@ -581,7 +697,7 @@ fn instruction_counts(settings: &Settings) -> String {
         let mut failed = Vec::new();
         for (kind, stacks) in &rows {
             for &stack in stacks {
-                if run_child(stack, *kind, 2, 3).errors > 0 {
+                if run_child(stack, *kind, 2, 3).0.errors > 0 {
                     failed.push(row_name(stack, *kind));
                 }
             }
@@ -608,39 +724,42 @@ fn instruction_counts(settings: &Settings) -> String {
         dir.display()
     );
     out.push_str(&format!(
-        "{:<38} {:>12} {:>12} {:>12} {:>10} {:>14}\n",
-        "server", "client", "server", "added", "server ×", "whole process ×"
+        "{:<54} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7}\n",
+        "row", "client", "server", "added", "server ×", "process ×", "allocs", "added"
     ));
     for (kind, stacks) in rows {
-        let mut bare: Option<[f64; 2]> = None;
+        let mut bare: Option<[f64; 3]> = None;
         for stack in stacks {
             let name = row_name(stack, kind);
-            let [client, server] = match instructions_per_request(&dir, stack, kind) {
+            let [client, server, allocs] = match instructions_per_request(&dir, stack, kind) {
                 Ok(counts) => counts,
                 Err(error) => {
-                    out.push_str(&format!("{name:<38} failed: {error}\n"));
+                    out.push_str(&format!("{name:<54} failed: {error}\n"));
                     continue;
                 }
             };
             if stack == stack.bare() {
-                bare = Some([client, server]);
+                bare = Some([client, server, allocs]);
             }
-            let (added, server_ratio, total_ratio) = match bare {
-                Some([bc, bs]) => (
+            let (added, server_ratio, total_ratio, added_allocs) = match bare {
+                Some([bc, bs, ba]) => (
                     format!("{:+.0}", server - bs),
                     format!("{:.3}", server / bs),
                     format!("{:.3}", (client + server) / (bc + bs)),
+                    format!("{:+.2}", allocs - ba),
                 ),
                 None => Default::default(),
             };
             out.push_str(&format!(
-                "{name:<38} {client:>12.0} {server:>12.0} {added:>12} {server_ratio:>10} \
-                 {total_ratio:>14}\n"
+                "{name:<54} {client:>8.0} {server:>8.0} {added:>8} {server_ratio:>9} \
+                 {total_ratio:>9} {allocs:>7.2} {added_allocs:>7}\n"
             ));
         }
     }
     out.push_str(
-        "added, ×: against the bare server of the same framework (first row of each group).\n",
+        "client, server: instructions per request of the main thread and of the server thread; \
+         added, ×: against the bare server of the same framework (first row of each group); \
+         process ×: client + server; allocs: allocation calls per request, whole process.\n",
     );
     out
 }
@@ -686,10 +805,11 @@ fn main() {
     criterion.final_summary();
 
     let plan = Plan::new(&settings);
+    let threads = Threads::new(&runtime, &server);
     let results: Vec<Measured> = scenarios
         .iter()
         .zip(&mut clients)
-        .map(|(scenario, pair)| interleave(&runtime, &plan, scenario, pair))
+        .map(|(scenario, pair)| interleave(&runtime, threads.as_ref(), &plan, scenario, pair))
         .collect();
 
     let instructions = instruction_counts(&settings);
@@ -706,6 +826,36 @@ fn main() {
     print!("{instructions}");
 }
 
+/// Median, interquartile range and per-pass medians of time ratios
+/// (variant/baseline), turned into throughput ratios (baseline/variant).
+struct RatioSummary {
+    throughput: f64,
+    range: String,
+    passes: String,
+}
+
+impl RatioSummary {
+    fn new(by_pass: &[Vec<f64>]) -> Self {
+        let mut all: Vec<f64> = by_pass.concat();
+        all.sort_by(f64::total_cmp);
+        Self {
+            throughput: 1.0 / median(&all),
+            range: format!(
+                "[{:.3}..{:.3}]",
+                1.0 / percentile(&all, 0.75),
+                1.0 / percentile(&all, 0.25)
+            ),
+            passes: by_pass
+                .iter()
+                .map(|pass| format!("{:.3}", 1.0 / median(pass)))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+const ROW: usize = 20;
+
 fn print_summary(
     settings: &Settings,
     plan: &Plan,
@@ -715,50 +865,63 @@ fn print_summary(
 ) {
     println!();
     println!(
-        "stack summary ({} passes of {} ABBA rounds; throughput ratio = README setup / bare, \
-         median over all rounds [interquartile range], then the median of each pass){}",
+        "stack summary ({} passes of {} ABBA rounds; ratio = baseline time / variant time, i.e. \
+         throughput variant / baseline: median over all rounds [interquartile range], then the \
+         median of each pass){}",
         plan.passes,
         plan.rounds_per_pass,
         settings.smoke_note()
     );
     println!(
-        "{:<20} {:<34} {:>10} {:>10} {:>22} {:>22} {:>7} {:>4}",
-        "scenario", "measure", "bare", "readme", "ratio [p25..p75]", "per pass", "goal", "met"
+        "{:<ROW$} {:<44} {:>10} {:>10} {:>22} {:>20} {:>7} {:>4}",
+        "scenario",
+        "measure: variant / baseline",
+        "base/req",
+        "var/req",
+        "ratio [p25..p75]",
+        "per pass",
+        "goal",
+        "met"
     );
+    let per_request = |v: &[Vec<f64>; 2]| {
+        v.each_ref()
+            .map(|v| fmt_duration(Duration::from_secs_f64(median(v))))
+    };
     for ((scenario, m), pair) in scenarios.iter().zip(results).zip(clients) {
-        let mut all: Vec<f64> = m.time_ratios.concat();
-        all.sort_by(f64::total_cmp);
-        let throughput = 1.0 / median(&all);
-        let range = format!(
-            "[{:.3}..{:.3}]",
-            1.0 / percentile(&all, 0.75),
-            1.0 / percentile(&all, 0.25)
-        );
-        let passes: Vec<String> = m
-            .time_ratios
-            .iter()
-            .map(|pass| format!("{:.3}", 1.0 / median(pass)))
-            .collect();
-        let per_request = m
-            .per_request
-            .each_ref()
-            .map(|v| fmt_duration(Duration::from_secs_f64(median(v))));
+        let [base, variant] = scenario.stacks.map(Stack::name);
         let errors = pair[0].stats.errors + pair[1].stats.errors;
+        let wall = RatioSummary::new(&m.time_ratios);
+        let [a, b] = per_request(&m.per_request);
         println!(
-            "{:<20} {:<34} {:>10} {:>10} {:>22} {:>22} {:>7} {:>4}",
+            "{:<ROW$} {:<44} {a:>10} {b:>10} {:>22} {:>20} {:>7} {:>4}",
             scenario.name,
-            "throughput",
-            per_request[0],
-            per_request[1],
-            format!("{throughput:.3} {range}"),
-            passes.join(" "),
+            format!("throughput: {variant} / {base}"),
+            format!("{:.3} {}", wall.throughput, wall.range),
+            wall.passes,
             format!("≥ {THROUGHPUT_GOAL}"),
-            if throughput >= THROUGHPUT_GOAL && errors == 0 {
+            if wall.throughput >= THROUGHPUT_GOAL && errors == 0 {
                 "yes"
             } else {
                 "NO"
             }
         );
+        if !m.cpu_ratios.is_empty() {
+            let cpu = RatioSummary::new(&m.cpu_ratios);
+            let [a, b] = per_request(&m.cpu_per_request);
+            println!(
+                "{:<ROW$} {:<44} {a:>10} {b:>10} {:>22} {:>20} {:>7} {:>4}",
+                "",
+                "same, from CPU time (client + server thread)",
+                format!("{:.3} {}", cpu.throughput, cpu.range),
+                cpu.passes,
+                format!("≥ {THROUGHPUT_GOAL}"),
+                if cpu.throughput >= THROUGHPUT_GOAL {
+                    "yes"
+                } else {
+                    "NO"
+                }
+            );
+        }
         let [a, b, added] = m.allocations;
         let (goal, met) = match scenario.kind {
             Kind::Get => (
@@ -772,20 +935,16 @@ fn print_summary(
             Kind::PostRead1k => ("—".to_owned(), "—"),
         };
         println!(
-            "{:<20} {:<34} {:>10.2} {:>10.2} {:>22} {:>22} {:>7} {:>4}",
+            "{:<ROW$} {:<44} {a:>10.2} {b:>10.2} {:>22} {:>20} {goal:>7} {met:>4}",
             "",
             "alloc calls/req: added",
-            a,
-            b,
             format!("{added:+.2}"),
             "",
-            goal,
-            met
         );
         for (stack, client) in scenario.stacks.iter().zip(pair) {
             let s = client.stats;
             println!(
-                "{:<20}   {}: ok {} errors {} resets {} eofs {} timeouts {} stale-retries {} \
+                "{:<ROW$}   {}: ok {} errors {} resets {} eofs {} timeouts {} stale-retries {} \
                  connects {}",
                 "",
                 stack.name(),
@@ -799,10 +958,14 @@ fn print_summary(
             );
         }
     }
-    println!("bare, readme: median time per request of the interleaved rounds.");
+    println!(
+        "base/req, var/req: median time (CPU time) per request of the interleaved rounds; CPU \
+         time is the client and the server thread's, user and kernel (schedstat)."
+    );
     println!(
         "alloc calls/req: alloc+alloc_zeroed+realloc calls in the whole process (client + server) \
-         per request, median over {} interleaved rounds of {} requests; added = readme − bare.",
+         per request, median over {} interleaved rounds of {} requests; added = variant − \
+         baseline.",
         plan.alloc_rounds, plan.alloc_requests
     );
 }
