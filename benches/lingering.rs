@@ -14,6 +14,7 @@
 //! CARGO_TARGET_DIR=/work/target-bench cargo bench --bench lingering
 //! cargo bench --bench lingering -- staged_close    # one part (substring filter)
 //! ulimit -n 25000; LINGER_BENCH_PEERS=10000 cargo bench --bench lingering -- many_lingering
+//! LINGER_BENCH_CLOSE=plain cargo bench --bench lingering -- many_lingering  # baseline
 //! ```
 //!
 //! Every peer costs two file descriptors (its socket and the server's): when
@@ -261,6 +262,7 @@ fn start_lingering_server(
     server.spawn(async move {
         let listener = TcpListener::from_std(listener).expect("tokio listener");
         let listener = LingeringListener::with_group(listener, group2);
+        let plain = plain_close();
         loop {
             let Ok((io, _)) = listener.accept().await else {
                 common::accept_backoff().await;
@@ -271,10 +273,20 @@ fn start_lingering_server(
             let service = ServiceBuilder::new().service_fn(|_request| async {
                 Ok::<_, std::convert::Infallible>(common::ok_response())
             });
-            tokio::spawn(common::serve_http1(io, service));
+            if plain {
+                tokio::spawn(common::serve_http1(io.into_inner(), service));
+            } else {
+                tokio::spawn(common::serve_http1(io, service));
+            }
         }
     });
     (addr, group, accepted)
+}
+
+/// `LINGER_BENCH_CLOSE=plain`: the servers close plainly (no `LingeringIo`), the baseline
+/// for the memory a lingering connection adds. Memory is then per plainly closed peer.
+fn plain_close() -> bool {
+    std::env::var("LINGER_BENCH_CLOSE").is_ok_and(|v| v == "plain")
 }
 
 /// `n` keep-alive GETs; the latency of each that succeeds goes to `samples`.
@@ -399,7 +411,9 @@ async fn measure_memory(
     let (lingering, failed) = start_lingering_peers(addr, peers).await;
     errors += failed;
     let want = before + lingering.len();
-    wait_until(STEP_TIMEOUT, || group.stats().lingering >= want).await;
+    if !plain_close() {
+        wait_until(STEP_TIMEOUT, || group.stats().lingering >= want).await;
+    }
     let n = lingering.len().max(1) as f64;
     let memory = Memory {
         heap: (live_bytes() - heap0) as f64 / n,
@@ -494,15 +508,21 @@ fn many_lingering(criterion: &mut Criterion, settings: &Settings, runtime: &Runt
         Some(cpu) => writeln!(out, "  client and both servers pinned to CPU {cpu}"),
         None => writeln!(out, "  {}", common::not_pinned_note()),
     };
-    let _ =
-        writeln!(
+    let _ = writeln!(
         out,
-        "  memory per lingering connection: heap {:.0} B (server threads {:.0} B; a merely open \
+        "  memory per {} connection: heap {:.0} B (server threads {:.0} B; a merely open \
          hyper connection: {:.0} B), RSS {}",
+        if plain_close() {
+            "plainly closed (LINGER_BENCH_CLOSE=plain)"
+        } else {
+            "lingering"
+        },
         memory.heap,
         memory.server_heap,
         memory.open_heap,
-        memory.rss.map_or("n/a".to_owned(), |rss| format!("{rss:.0} B")),
+        memory
+            .rss
+            .map_or("n/a".to_owned(), |rss| format!("{rss:.0} B")),
     );
     let rows = [
         ("control: server A", &control[0]),

@@ -28,8 +28,9 @@
 //! curl -s http://127.0.0.1:3001/stats
 //! ```
 //!
-//! Ctrl-C stops accepting and prints the counters. It is a plain stop:
-//! connections still open are dropped with the runtime.
+//! Ctrl-C stops accepting, lets open connections finish (hyper-util's
+//! `GracefulShutdown`, at most 10 s), waits for their lingering closes
+//! (`LingerGroup::wait_idle`) and prints the counters.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -39,6 +40,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use linger::{DrainBody, DrainBodyLayer, LingerGroup, LingeringListener};
 use tower::ServiceBuilder;
@@ -69,10 +71,12 @@ async fn main() -> std::io::Result<()> {
     // The group is shared by every connection of the listener; a clone lets
     // the handler report its counters.
     let group = listener.group().clone();
+    let stats_group = group.clone();
     let service = ServiceBuilder::new()
         .layer(DrainBodyLayer::new(256 * 1024))
-        .service_fn(move |req| handle(req, group.clone()));
+        .service_fn(move |req| handle(req, stats_group.clone()));
 
+    let graceful = GracefulShutdown::new();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
         let (io, peer) = tokio::select! {
@@ -89,18 +93,30 @@ async fn main() -> std::io::Result<()> {
         };
         // hyper wants its own `Service` trait; this adapts the tower stack.
         let service = TowerToHyperService::new(service.clone());
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             // `io` is a `LingeringIo<TcpStream>`: when hyper shuts the
             // connection down (or drops it on an error), it closes in stages.
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(io), service);
+            let conn = watcher.watch(conn);
             if let Err(err) = conn.await {
                 tracing::info!(%peer, %err, "connection ended with an error");
             }
         });
     }
 
-    println!("stopped; {:?}", listener.stats());
+    // Open connections finish their current request and close (their FIN goes
+    // out); then their lingering closes end, before the runtime does.
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 10 s; stopping anyway");
+    }
+    group.wait_idle().await;
+    println!("stopped; {:?}", group.stats());
     Ok(())
 }
 

@@ -38,6 +38,19 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     .await
 }
 
+/// The staged close as hyper runs it: `poll_shutdown` (flush and FIN), then the drop, after
+/// which the linger goes on in the background until `wait_idle` sees it end.
+async fn close_like_hyper<T>(mut io: LingeringIo<T>) -> io::Result<()>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let group = io.group().clone();
+    step("poll_shutdown", io.shutdown()).await?;
+    drop(io);
+    step("linger", group.wait_idle()).await;
+    Ok(())
+}
+
 /// Writes until the peer stops accepting bytes or `stop` fires.
 async fn flood(mut stream: TcpStream, mut stop: tokio::sync::oneshot::Receiver<()>) -> TcpStream {
     let chunk = vec![7u8; 64 * 1024];
@@ -127,7 +140,7 @@ async fn stages_run_in_order_on_duplex() {
     });
 
     step("write", io.write_all(b"response")).await.unwrap();
-    let closing = tokio::spawn(async move { io.shutdown().await });
+    let closing = tokio::spawn(close_like_hyper(io));
 
     // The client sees our FIN only after flush and shutdown ran.
     let mut got = Vec::new();
@@ -166,14 +179,14 @@ async fn prompt_peer_close_costs_no_wait() {
             .idle_timeout(Duration::from_secs(30))
             .total_timeout(Duration::from_secs(60)),
     );
-    let mut io = group.wrap(server);
+    let io = group.wrap(server);
     step("client writes", client.write_all(&[1u8; 1000]))
         .await
         .unwrap();
     step("client half-closes", client.shutdown()).await.unwrap();
 
     let start = Instant::now();
-    step("server shutdown", io.shutdown()).await.unwrap();
+    close_like_hyper(io).await.unwrap();
     assert!(
         start.elapsed() < Duration::from_secs(1),
         "{:?}",
@@ -188,7 +201,7 @@ async fn prompt_peer_close_costs_no_wait() {
     step("client half-closes", client.shutdown()).await.unwrap();
     let mut buf = [0u8; 8];
     assert_eq!(step("read eof", io.read(&mut buf)).await.unwrap(), 0);
-    step("server shutdown", io.shutdown()).await.unwrap();
+    close_like_hyper(io).await.unwrap();
     assert_eq!(group.stats().peer_eof, 2);
     let mut rest = Vec::new();
     step("client sees FIN", client.read_to_end(&mut rest))
@@ -203,13 +216,13 @@ async fn silent_peer_ends_at_idle_timeout() {
     let (server, mut client) = tcp_pair().await;
     let idle = Duration::from_millis(200);
     let group = LingerGroup::new(LingerConfig::new().idle_timeout(idle));
-    let mut io = group.wrap(server);
+    let io = group.wrap(server);
     step("client writes", client.write_all(b"pipelined"))
         .await
         .unwrap();
 
     let start = Instant::now();
-    step("server shutdown", io.shutdown()).await.unwrap();
+    close_like_hyper(io).await.unwrap();
     let elapsed = start.elapsed();
     assert!(
         elapsed >= idle && elapsed < Duration::from_secs(2),
@@ -233,15 +246,14 @@ async fn flooding_peer_ends_at_byte_cap() {
             .max_bytes(cap)
             .total_timeout(Duration::from_secs(30)),
     );
-    let mut io = group.wrap(server);
+    let io = group.wrap(server);
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let flooder = tokio::spawn(flood(client, stopped));
 
-    step("server shutdown", io.shutdown()).await.unwrap();
+    close_like_hyper(io).await.unwrap();
     let stats = group.stats();
     assert_eq!((stats.byte_cap, stats.bytes_discarded), (1, cap));
     let _ = stop.send(());
-    drop(io);
     step("flooder", flooder).await.unwrap();
 }
 
@@ -256,12 +268,12 @@ async fn flooding_peer_ends_at_total_timeout() {
             .idle_timeout(Duration::from_secs(10))
             .total_timeout(total),
     );
-    let mut io = group.wrap(server);
+    let io = group.wrap(server);
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let flooder = tokio::spawn(flood(client, stopped));
 
     let start = Instant::now();
-    step("server shutdown", io.shutdown()).await.unwrap();
+    close_like_hyper(io).await.unwrap();
     let elapsed = start.elapsed();
     assert!(
         elapsed >= total && elapsed < Duration::from_secs(3),
@@ -271,7 +283,6 @@ async fn flooding_peer_ends_at_total_timeout() {
     assert_eq!(stats.total_timeout, 1);
     assert!(stats.bytes_discarded > 0);
     let _ = stop.send(());
-    drop(io);
     step("flooder", flooder).await.unwrap();
 }
 
@@ -290,8 +301,8 @@ async fn cap_limits_concurrent_lingering() {
         let (server, mut client) = tcp_pair().await;
         step("client writes", client.write_all(b"x")).await.unwrap();
         clients.push(client);
-        let mut io = group.wrap(server);
-        closes.push(tokio::spawn(async move { io.shutdown().await }));
+        let io = group.wrap(server);
+        closes.push(tokio::spawn(close_like_hyper(io)));
     }
     wait_until("N lingering, 5 skipped", || {
         let s = group.stats();

@@ -4,13 +4,14 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
-use super::discard::{DiscardFn, Scratch};
+use super::discard::DiscardFn;
 use super::LingerGroup;
+use crate::timers;
 
 /// Reads per poll before yielding, so that a peer that keeps sending cannot monopolise a
 /// worker thread even if the IO never returns `Pending`.
@@ -25,6 +26,7 @@ pub(crate) enum Outcome {
     ByteCap,
     Error,
     Skipped,
+    Aborted,
 }
 
 impl Outcome {
@@ -36,6 +38,7 @@ impl Outcome {
             Self::ByteCap => "byte_cap",
             Self::Error => "error",
             Self::Skipped => "skipped",
+            Self::Aborted => "aborted",
         }
     }
 }
@@ -55,17 +58,23 @@ enum Stage {
 }
 
 /// One staged close in progress. It owns a lingering slot of its group from the start
-/// (unless the peer already sent EOF or the cap was reached) until it is dropped.
+/// (unless the peer already sent EOF, the cap was reached or there are no timers) until
+/// it ends, and counts exactly one outcome: the one it ends with, or `aborted` when it is
+/// dropped before.
 pub(crate) struct Closing {
     group: LingerGroup,
     stage: Stage,
     holds_slot: bool,
     peer_eof: bool,
     drop_path: bool,
+    /// Whether the runtime has timers; without them nothing is bounded, so nothing lingers.
+    timed: bool,
     started: Instant,
-    deadline: Pin<Box<Sleep>>,
+    deadline_at: Instant,
+    /// Made on the first poll rather than at the start, because a close may start in
+    /// `Drop`, where creating a timer could panic.
+    deadline: Option<Pin<Box<Sleep>>>,
     idle: Option<Pin<Box<Sleep>>>,
-    scratch: Scratch,
     discarded: u64,
 }
 
@@ -82,38 +91,46 @@ impl fmt::Debug for Closing {
 }
 
 impl Closing {
-    /// Starts a close; needs a tokio runtime with time enabled.
-    pub(crate) fn start(group: LingerGroup, peer_eof: bool) -> Self {
-        let holds_slot = !peer_eof && group.try_acquire();
-        let started = Instant::now();
-        let deadline = Box::pin(tokio::time::sleep_until(
-            started + group.config().total_timeout,
-        ));
+    /// Starts a close; `timed` says whether the current runtime has timers.
+    pub(crate) fn start(group: LingerGroup, peer_eof: bool, timed: bool) -> Self {
+        let holds_slot = timed && !peer_eof && group.try_acquire();
+        let deadline_at = timers::deadline_after(group.config().total_timeout);
         Self {
             group,
             stage: Stage::Flush,
             holds_slot,
             peer_eof,
             drop_path: false,
-            started,
-            deadline,
+            timed,
+            started: Instant::now(),
+            deadline_at,
+            deadline: None,
             idle: None,
-            scratch: Scratch::default(),
             discarded: 0,
         }
     }
 
-    /// Whether this close would read from the peer at all.
-    pub(crate) fn holds_slot(&self) -> bool {
+    /// Counts an IO dropped before any close started, with no lingering to follow.
+    pub(crate) fn record_plain_close(group: LingerGroup, peer_eof: bool) {
+        Self::start(group, peer_eof, false).end_without_linger();
+    }
+
+    /// Whether this close is still to read from the peer.
+    pub(crate) fn lingers(&self) -> bool {
         self.holds_slot
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.stage == Stage::Done
     }
 
     pub(crate) fn set_drop_path(&mut self) {
         self.drop_path = true;
     }
 
-    /// Ends a close that will not run, because the IO is being dropped without a slot.
-    pub(crate) fn abandon_on_drop(&mut self) {
+    /// Ends a close that will not run any further, because the IO is being dropped
+    /// without lingering.
+    pub(crate) fn end_without_linger(&mut self) {
         self.drop_path = true;
         if self.stage != Stage::Done {
             self.finish(if self.peer_eof {
@@ -124,56 +141,71 @@ impl Closing {
         }
     }
 
-    /// Drives the close. Errors of flush and half-close are returned, as a plain
-    /// `poll_shutdown` would; errors while discarding only end the linger.
-    pub(crate) fn poll<T: AsyncRead + AsyncWrite + Unpin>(
+    /// Flushes and half-closes. Errors are returned, as a plain `poll_shutdown` would, and
+    /// so is reaching the total timeout first (`TimedOut`): the FIN never went out. Done
+    /// when there is nothing to linger for; otherwise [`poll_discard`](Self::poll_discard)
+    /// comes next.
+    pub(crate) fn poll_half_close<T: AsyncWrite + Unpin>(
         &mut self,
         io: &mut T,
-        discard: DiscardFn<T>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            match self.stage {
-                Stage::Flush | Stage::Shutdown => {
-                    if self.deadline.as_mut().poll(cx).is_ready() {
-                        self.finish(Outcome::TotalTimeout);
-                        return Poll::Ready(Ok(()));
-                    }
-                    let res = if self.stage == Stage::Flush {
-                        ready!(Pin::new(&mut *io).poll_flush(cx))
-                    } else {
-                        ready!(Pin::new(&mut *io).poll_shutdown(cx))
-                    };
-                    if let Err(e) = res {
-                        tracing::debug!(error = %e, stage = ?self.stage, "staged close failed");
-                        self.finish(Outcome::Error);
-                        return Poll::Ready(Err(e));
-                    }
-                    self.stage = match self.stage {
-                        Stage::Flush => Stage::Shutdown,
-                        _ if self.peer_eof => return self.ready(Outcome::PeerEof),
-                        _ if !self.holds_slot => return self.ready(Outcome::Skipped),
-                        _ => {
-                            tracing::trace!("half-closed, lingering");
-                            Stage::Discard
-                        }
-                    };
+            let flushing = match self.stage {
+                Stage::Flush => true,
+                Stage::Shutdown => false,
+                Stage::Discard | Stage::Done => return Poll::Ready(Ok(())),
+            };
+            let res = if flushing {
+                Pin::new(&mut *io).poll_flush(cx)
+            } else {
+                Pin::new(&mut *io).poll_shutdown(cx)
+            };
+            // Only a stage that cannot go on now can time out: even a zero total timeout
+            // sends what the IO takes at once, and the FIN.
+            let Poll::Ready(res) = res else {
+                if self.timed && self.deadline().poll(cx).is_ready() {
+                    self.finish(Outcome::TotalTimeout);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "total_timeout reached before the connection was half-closed",
+                    )));
                 }
-                Stage::Discard => return self.poll_discard(io, discard, cx),
-                Stage::Done => return Poll::Ready(Ok(())),
+                return Poll::Pending;
+            };
+            if let Err(e) = res {
+                tracing::debug!(error = %e, stage = ?self.stage, "staged close failed");
+                self.finish(Outcome::Error);
+                return Poll::Ready(Err(e));
             }
+            self.stage = if flushing {
+                Stage::Shutdown
+            } else if self.peer_eof {
+                self.finish(Outcome::PeerEof);
+                return Poll::Ready(Ok(()));
+            } else if !self.holds_slot {
+                self.finish(Outcome::Skipped);
+                return Poll::Ready(Ok(()));
+            } else {
+                tracing::trace!("half-closed, lingering");
+                Stage::Discard
+            };
         }
     }
 
-    fn poll_discard<T>(
+    /// Reads and discards until the peer's EOF or a bound; errors only end the linger.
+    pub(crate) fn poll_discard<T>(
         &mut self,
         io: &mut T,
         discard: DiscardFn<T>,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    ) -> Poll<()> {
+        if self.stage != Stage::Discard {
+            return Poll::Ready(());
+        }
         let config = self.group.config();
         for _ in 0..READS_PER_POLL {
-            if self.deadline.as_mut().poll(cx).is_ready() {
+            if self.deadline().poll(cx).is_ready() {
                 return self.ready(Outcome::TotalTimeout);
             }
             let remaining = config.max_bytes.saturating_sub(self.discarded);
@@ -181,11 +213,11 @@ impl Closing {
                 return self.ready(Outcome::ByteCap);
             }
             let limit = usize::try_from(remaining).unwrap_or(usize::MAX);
-            match discard(io, &mut self.scratch, limit, cx) {
+            match discard(io, limit, cx) {
                 Poll::Ready(Ok(0)) => return self.ready(Outcome::PeerEof),
                 Poll::Ready(Ok(n)) => {
                     self.discarded = self.discarded.saturating_add(n as u64);
-                    let next = Instant::now() + config.idle_timeout;
+                    let next = timers::deadline_after(config.idle_timeout);
                     match &mut self.idle {
                         Some(idle) => idle.as_mut().reset(next),
                         None => self.idle = Some(Box::pin(tokio::time::sleep_until(next))),
@@ -196,9 +228,10 @@ impl Closing {
                     return self.ready(Outcome::Error);
                 }
                 Poll::Pending => {
-                    let idle = self
-                        .idle
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(config.idle_timeout)));
+                    let idle = self.idle.get_or_insert_with(|| {
+                        let next = timers::deadline_after(config.idle_timeout);
+                        Box::pin(tokio::time::sleep_until(next))
+                    });
                     return match idle.as_mut().poll(cx) {
                         Poll::Ready(()) => self.ready(Outcome::IdleTimeout),
                         Poll::Pending => Poll::Pending,
@@ -210,9 +243,16 @@ impl Closing {
         Poll::Pending
     }
 
-    fn ready(&mut self, outcome: Outcome) -> Poll<io::Result<()>> {
+    fn deadline(&mut self) -> Pin<&mut Sleep> {
+        let at = self.deadline_at;
+        self.deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)))
+            .as_mut()
+    }
+
+    fn ready(&mut self, outcome: Outcome) -> Poll<()> {
         self.finish(outcome);
-        Poll::Ready(Ok(()))
+        Poll::Ready(())
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -226,20 +266,18 @@ impl Closing {
             drop_path = self.drop_path,
             "linger finished"
         );
-        self.release();
-        self.idle = None;
-        self.scratch = Scratch::default();
-    }
-
-    fn release(&mut self) {
         if std::mem::take(&mut self.holds_slot) {
             self.group.release();
         }
+        self.deadline = None;
+        self.idle = None;
     }
 }
 
 impl Drop for Closing {
     fn drop(&mut self) {
-        self.release();
+        if self.stage != Stage::Done {
+            self.finish(Outcome::Aborted);
+        }
     }
 }

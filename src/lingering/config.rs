@@ -85,9 +85,10 @@ impl LingerConfig {
     /// the same time; beyond it a connection is closed at once (flush and half-close, no
     /// reading) and counted as skipped. Zero disables lingering.
     ///
-    /// Each lingering connection holds its socket, a 16 KiB discard buffer (never touched
-    /// on Linux TCP, so not resident) and, with hyper, the connection's own buffers (about
-    /// 18 KB), for at most [`total_timeout`](Self::total_timeout).
+    /// Each lingering connection holds its socket (and the kernel's buffers for it) and a
+    /// few hundred bytes of process memory for its task and timers, for at most
+    /// [`total_timeout`](Self::total_timeout); hyper's buffers are freed when the linger
+    /// starts. See BENCHMARKS.md for measured figures.
     pub const fn max_lingering(mut self, max_lingering: usize) -> Self {
         self.max_lingering = max_lingering;
         self

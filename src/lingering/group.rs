@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 use super::close::Outcome;
 use super::{LingerConfig, LingeringIo};
 
@@ -47,12 +49,17 @@ struct Shared {
     byte_cap: AtomicU64,
     error: AtomicU64,
     skipped: AtomicU64,
+    aborted: AtomicU64,
     bytes_discarded: AtomicU64,
+    /// Woken whenever `lingering` or `background` drops to zero.
+    idle: Notify,
 }
 
 /// A snapshot of the counters of a [`LingerGroup`].
 ///
-/// The outcome counters (`peer_eof` to `skipped`) count closes since the group was made;
+/// The outcome counters (`peer_eof` to `aborted`) count closes since the group was made:
+/// every [`LingeringIo`] of the group that is dropped (or whose `poll_shutdown` finished)
+/// adds one to exactly one of them, so they add up to [`closes`](Self::closes).
 /// `lingering` and `background` are gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -68,14 +75,34 @@ pub struct LingerStats {
     /// Closes that ended on an I/O error (usually a reset by the peer).
     pub error: u64,
     /// Connections closed at once, without lingering, because the group's
-    /// [`max_lingering`](LingerConfig::max_lingering) was reached.
+    /// [`max_lingering`](LingerConfig::max_lingering) was reached, or because there was no
+    /// tokio runtime with timers to linger on.
     pub skipped: u64,
+    /// Closes cut short before they ended on their own: the runtime shut down under a
+    /// background close, [`into_inner`](LingeringIo::into_inner) took the IO back in the
+    /// middle of a close, or an IO without the drop path was dropped while closing.
+    pub aborted: u64,
     /// Connections lingering now, on either path.
     pub lingering: usize,
-    /// Of those, the ones lingering in a background task after being dropped.
+    /// Of those, the ones lingering in a background task after being dropped (all of
+    /// them but the closes of [`wrap_local`](LingerGroup::wrap_local) IO, and those whose
+    /// IO has not been dropped yet after `poll_shutdown`).
     pub background: usize,
     /// Bytes read and thrown away while lingering.
     pub bytes_discarded: u64,
+}
+
+impl LingerStats {
+    /// All closes counted so far: the sum of the outcome counters.
+    pub fn closes(&self) -> u64 {
+        self.peer_eof
+            + self.idle_timeout
+            + self.total_timeout
+            + self.byte_cap
+            + self.error
+            + self.skipped
+            + self.aborted
+    }
 }
 
 impl fmt::Debug for LingerGroup {
@@ -107,7 +134,9 @@ impl LingerGroup {
                 byte_cap: AtomicU64::new(0),
                 error: AtomicU64::new(0),
                 skipped: AtomicU64::new(0),
+                aborted: AtomicU64::new(0),
                 bytes_discarded: AtomicU64::new(0),
+                idle: Notify::new(),
             }),
         }
     }
@@ -119,8 +148,9 @@ impl LingerGroup {
 
     /// Wraps `io` so that it closes in stages, within this group's bounds and cap.
     ///
-    /// A connection dropped before its staged close finished is closed in a background
-    /// task on the current tokio runtime; that is why `T` must be `Send + 'static`. A
+    /// `poll_shutdown` returns once the FIN is out, and the linger goes on in a task on the
+    /// current tokio runtime once the IO is dropped (as it does for a connection dropped
+    /// without `poll_shutdown`); that is why `T` must be `Send + 'static`. A
     /// `tokio::net::TcpStream` is discarded without copying on Linux. See
     /// [`wrap_local`](Self::wrap_local) for other IO types.
     pub fn wrap<T>(&self, io: T) -> LingeringIo<T>
@@ -130,8 +160,9 @@ impl LingerGroup {
         LingeringIo::with_group(io, self.clone())
     }
 
-    /// Wraps any `io`: the staged close happens in `poll_shutdown` only, a drop before it
-    /// finishes closes plainly, and discarded bytes go through a scratch buffer.
+    /// Wraps any `io`: the staged close, linger included, happens inside `poll_shutdown`,
+    /// a drop before it finishes closes plainly, and discarded bytes go through the
+    /// thread's scratch window.
     pub fn wrap_local<T>(&self, io: T) -> LingeringIo<T>
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -149,10 +180,51 @@ impl LingerGroup {
             byte_cap: s.byte_cap.load(Ordering::Relaxed),
             error: s.error.load(Ordering::Relaxed),
             skipped: s.skipped.load(Ordering::Relaxed),
+            aborted: s.aborted.load(Ordering::Relaxed),
             lingering: s.lingering.load(Ordering::Acquire),
             background: s.background.load(Ordering::Acquire),
             bytes_discarded: s.bytes_discarded.load(Ordering::Relaxed),
         }
+    }
+
+    /// Resolves once no connection of the group is lingering, at once if none is.
+    ///
+    /// hyper's `poll_shutdown` returns as soon as the FIN is out, and the rest of a staged
+    /// close (reading until the client's FIN) goes on in a background task, so a server's
+    /// graceful shutdown ends before its lingering closes do. Await this after it, before
+    /// the runtime shuts down (which would cut those closes short, as
+    /// [`LingerStats::aborted`]). It takes at most
+    /// [`total_timeout`](LingerConfig::total_timeout) after the last connection closed;
+    /// connections still open keep it waiting only once they close.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use linger::LingerGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let group = LingerGroup::default();
+    /// // ... serve with `group.wrap(stream)` until a graceful shutdown completes, then:
+    /// group.wait_idle().await;
+    /// assert_eq!(group.stats().lingering, 0);
+    /// # }
+    /// ```
+    pub async fn wait_idle(&self) {
+        loop {
+            let mut idle = std::pin::pin!(self.shared.idle.notified());
+            // Registered before the check, so a release in between is not missed.
+            idle.as_mut().enable();
+            if self.is_idle() {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.shared.lingering.load(Ordering::Acquire) == 0
+            && self.shared.background.load(Ordering::Acquire) == 0
     }
 
     /// Takes a lingering slot if the cap allows; the caller must [`release`](Self::release) it.
@@ -167,7 +239,9 @@ impl LingerGroup {
     }
 
     pub(crate) fn release(&self) {
-        self.shared.lingering.fetch_sub(1, Ordering::AcqRel);
+        if self.shared.lingering.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.idle.notify_waiters();
+        }
     }
 
     /// Counts a background close for as long as the returned guard lives.
@@ -187,6 +261,7 @@ impl LingerGroup {
             Outcome::ByteCap => &s.byte_cap,
             Outcome::Error => &s.error,
             Outcome::Skipped => &s.skipped,
+            Outcome::Aborted => &s.aborted,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         s.bytes_discarded
@@ -201,6 +276,8 @@ pub(crate) struct BackgroundGuard {
 
 impl Drop for BackgroundGuard {
     fn drop(&mut self) {
-        self.group.shared.background.fetch_sub(1, Ordering::AcqRel);
+        if self.group.shared.background.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.group.shared.idle.notify_waiters();
+        }
     }
 }

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::close::Closing;
 use super::discard::{self, DiscardFn};
 use super::LingerGroup;
+use crate::timers;
 
 /// Hands an IO dropped before its close finished to a background task.
 type DropHook<T> = fn(Leftover<T>);
@@ -27,24 +28,32 @@ struct Leftover<T> {
 
 enum State {
     Open,
+    /// `poll_shutdown` is flushing and half-closing, or lingering inline (no drop path).
     Closing(Box<Closing>),
+    /// The FIN is out and `poll_shutdown` has returned; the linger goes on once the IO is
+    /// dropped, in a background task, so that hyper's buffers are freed meanwhile.
+    Detached(Box<Closing>),
     Closed,
+    /// The staged close failed; later calls report it again.
+    Failed(io::ErrorKind),
 }
 
 /// A tokio `AsyncRead + AsyncWrite` wrapper whose `poll_shutdown` closes in stages, as
 /// RFC 9112 §9.6 asks, so that the peer gets the whole response instead of a reset.
 ///
 /// Closing a TCP socket with unread input makes Linux send RST and throw away whatever
-/// response bytes are still queued. `poll_shutdown` therefore:
+/// response bytes are still queued. The staged close therefore:
 ///
 /// 1. flushes the inner IO,
 /// 2. half-closes it (inner `poll_shutdown`: FIN),
 /// 3. reads and discards until the peer's EOF, the [idle timeout](super::LingerConfig::idle_timeout)
 ///    between reads, the [total cap](super::LingerConfig::total_timeout) on the whole
 ///    close, or the [byte cap](super::LingerConfig::max_bytes),
-/// 4. returns `Ready(Ok(()))`.
+/// 4. lets the socket close.
 ///
-/// Errors of steps 1 and 2 are returned as a plain `poll_shutdown` would; errors while
+/// Errors of steps 1 and 2 are returned as a plain `poll_shutdown` would, and so is
+/// reaching the total cap before the FIN is out (`ErrorKind::TimedOut`: the response did
+/// not fully leave); a later `poll_shutdown` reports the failure again. Errors while
 /// discarding (a reset by the peer, say) end the linger quietly. A peer whose EOF was
 /// already read costs no wait, and there is no fixed delay anywhere. Beyond the group's
 /// [`max_lingering`](super::LingerConfig::max_lingering), step 3 is skipped.
@@ -52,26 +61,36 @@ enum State {
 /// Reads, writes (vectored included, with `is_write_vectored` forwarded, which hyper
 /// uses to pick its write strategy) and flushes go straight to the inner IO.
 ///
-/// # The drop path
+/// # Where step 3 runs
 ///
-/// hyper drops the IO without calling `poll_shutdown` on its error paths (service or body
-/// error, header read timeout, I/O error). A `LingeringIo` made by [`new`](Self::new) or
-/// [`LingerGroup::wrap`] that is dropped before its staged close finished hands the IO to
-/// a task on the current tokio runtime, which runs the same close within the same bounds
-/// and under the same cap (see [`LingerStats::background`](super::LingerStats::background)).
-/// Without a runtime, or beyond the cap, the IO is simply dropped. hyper's HTTP/2 server
-/// always ends connections this way (it never calls `poll_shutdown`), so HTTP/2 closes
-/// linger in the background, after a GOAWAY but without TLS close_notify. This needs
-/// `T: Send + 'static`; [`local`](Self::local) and [`LingerGroup::wrap_local`] accept any
-/// IO and do without the drop path. [`into_inner`](Self::into_inner) never triggers it.
+/// For a `LingeringIo` made by [`new`](Self::new) or [`LingerGroup::wrap`],
+/// `poll_shutdown` returns once the FIN is out, and step 3 runs in a task on the current
+/// tokio runtime once the IO is dropped, which hyper does right after `poll_shutdown`.
+/// hyper's connection state (its read and write buffers) is freed meanwhile, so a
+/// lingering connection costs little more than its socket, and a server's graceful
+/// shutdown no longer waits for lingering clients: await
+/// [`LingerGroup::wait_idle`] after it (see [`LingerStats`](super::LingerStats) for the
+/// gauges).
+///
+/// The same happens when hyper drops the IO without calling `poll_shutdown` (service or
+/// body error, header read timeout, I/O error): the whole staged close then runs in the
+/// task, within the same bounds and under the same cap. hyper's HTTP/2 server always ends
+/// connections this way, so HTTP/2 closes linger after a GOAWAY but without TLS
+/// close_notify. This needs `T: Send + 'static`; [`local`](Self::local) and
+/// [`LingerGroup::wrap_local`] accept any IO and linger inside `poll_shutdown` instead.
+/// [`into_inner`](Self::into_inner) never starts a close.
+///
+/// The bounds use tokio timers. Outside a tokio runtime, or in one built without timers,
+/// nothing lingers: `poll_shutdown` flushes and half-closes like the inner IO and a drop
+/// closes plainly, counted as [`skipped`](super::LingerStats::skipped). (The first such
+/// close in a runtime without timers lets tokio's "timers are disabled" message through
+/// the panic hook once, as the crate asks tokio whether it has timers.)
 ///
 /// A `tokio::net::TcpStream` made with `new` or `wrap` is discarded on Linux with
-/// `recv(MSG_TRUNC)`, which copies nothing; other IO reads into a 16 KiB scratch buffer
-/// that exists only while lingering. Under TLS, wrap the TCP stream, not the TLS stream:
-/// the TLS layer sends close_notify and then calls this `poll_shutdown`, and the raw
-/// bytes that follow need no decryption to be thrown away.
-///
-/// The staged close uses tokio timers: poll it on a tokio runtime with time enabled.
+/// `recv(MSG_TRUNC)`, which copies nothing; other IO reads through one 16 KiB window per
+/// thread. Under TLS, wrap the TCP stream, not the TLS stream: the TLS layer sends
+/// close_notify and then calls this `poll_shutdown`, and the raw bytes that follow need
+/// no decryption to be thrown away.
 ///
 /// # Example
 ///
@@ -108,8 +127,9 @@ impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state: &dyn fmt::Debug = match &self.state {
             State::Open => &"open",
-            State::Closing(closing) => closing,
+            State::Closing(closing) | State::Detached(closing) => closing,
             State::Closed => &"closed",
+            State::Failed(kind) => kind,
         };
         f.debug_struct("LingeringIo")
             .field("io", &self.io)
@@ -147,8 +167,8 @@ impl<T> LingeringIo<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    /// Wraps any `io`, in a group of its own: lingering happens in `poll_shutdown` only
-    /// (no drop path) and reads through a scratch buffer.
+    /// Wraps any `io`, in a group of its own: lingering happens inside `poll_shutdown`
+    /// (no drop path, no task) and reads through the thread's scratch window.
     pub fn local(io: T) -> Self {
         Self::local_with_group(io, LingerGroup::default())
     }
@@ -180,7 +200,8 @@ impl<T> LingeringIo<T> {
             .expect("LingeringIo holds its IO until into_inner")
     }
 
-    /// Unwraps the inner IO without closing it; a close in progress is abandoned.
+    /// Unwraps the inner IO without closing it; a close in progress is abandoned, and
+    /// counted as [`aborted`](super::LingerStats::aborted).
     pub fn into_inner(mut self) -> T {
         self.io
             .take()
@@ -195,20 +216,27 @@ impl<T> LingeringIo<T> {
 
 impl<T> Drop for LingeringIo<T> {
     fn drop(&mut self) {
+        // After `into_inner` the IO is gone, and a close in progress ends as `aborted`.
         let Some(io) = self.io.take() else { return };
         let closing = match std::mem::replace(&mut self.state, State::Closed) {
-            State::Closed => return,
+            State::Closed | State::Failed(_) => return,
             State::Open => None,
-            State::Closing(closing) => Some(closing),
+            State::Closing(closing) | State::Detached(closing) => Some(closing),
         };
-        if let Some(hook) = self.on_drop {
-            hook(Leftover {
+        match self.on_drop {
+            Some(hook) => hook(Leftover {
                 io,
                 group: self.group.clone(),
                 closing,
                 peer_eof: self.peer_eof,
                 discard: self.discard,
-            });
+            }),
+            // Without the drop path a close in progress is cut short (`aborted`, counted
+            // by its own drop) and an open IO simply closes.
+            None if closing.is_none() => {
+                Closing::record_plain_close(self.group.clone(), self.peer_eof);
+            }
+            None => {}
         }
     }
 }
@@ -217,10 +245,6 @@ fn spawn_close<T>(left: Leftover<T>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(handle) = Handle::try_current() else {
-        tracing::trace!("dropped outside a tokio runtime, closing plainly");
-        return;
-    };
     let Leftover {
         mut io,
         group,
@@ -228,19 +252,31 @@ where
         peer_eof,
         discard,
     } = left;
-    let mut closing = closing.unwrap_or_else(|| Box::new(Closing::start(group.clone(), peer_eof)));
-    if !closing.holds_slot() {
-        // Nothing to read: the peer is done, or the cap is reached and a plain close is
-        // the bounded answer.
-        closing.abandon_on_drop();
-        return;
-    }
+    // A drop while unwinding must not risk a second panic: no probe, no task.
+    let timed = !std::thread::panicking() && timers::available();
+    let mut closing =
+        closing.unwrap_or_else(|| Box::new(Closing::start(group.clone(), peer_eof, timed)));
+    let handle = match Handle::try_current() {
+        Ok(handle) if timed && closing.lingers() => handle,
+        _ => {
+            // Nothing to read (the peer is done, or the cap is reached), or nothing to
+            // read with: a plain close is the bounded answer.
+            tracing::trace!(timed, "closing plainly on drop");
+            closing.end_without_linger();
+            return;
+        }
+    };
     closing.set_drop_path();
     let guard = group.background_guard();
     // Keeps the connection's span (peer address, say) on the background close.
     let close = async move {
         let _guard = guard;
-        let _ = std::future::poll_fn(|cx| closing.poll(&mut io, discard, cx)).await;
+        std::future::poll_fn(|cx| {
+            // An error here has ended the close already; it has nobody to go to.
+            let _ = std::task::ready!(closing.poll_half_close(&mut io, cx));
+            closing.poll_discard(&mut io, discard, cx)
+        })
+        .await;
     };
     handle.spawn(close.in_current_span());
 }
@@ -292,28 +328,40 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            match &mut this.state {
-                State::Closed => return Poll::Ready(Ok(())),
-                State::Open if Handle::try_current().is_err() => {
-                    // Timers need a runtime; without one, behave like the inner IO.
-                    let res = std::task::ready!(Pin::new(this.get_mut()).poll_shutdown(cx));
-                    this.state = State::Closed;
-                    return Poll::Ready(res);
+            let closing = match &mut this.state {
+                State::Closed | State::Detached(_) => return Poll::Ready(Ok(())),
+                State::Failed(kind) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        *kind,
+                        "an earlier shutdown of this connection failed",
+                    )))
                 }
                 State::Open => {
-                    let closing = Closing::start(this.group.clone(), this.peer_eof);
+                    // Without a runtime with timers nothing can be bounded: flush and
+                    // half-close like the inner IO, counted as skipped.
+                    let timed = timers::available();
+                    let closing = Closing::start(this.group.clone(), this.peer_eof, timed);
                     this.state = State::Closing(Box::new(closing));
+                    continue;
                 }
-                State::Closing(closing) => {
-                    let io = this
-                        .io
-                        .as_mut()
-                        .expect("LingeringIo holds its IO until into_inner");
-                    let res = std::task::ready!(closing.poll(io, this.discard, cx));
-                    this.state = State::Closed;
-                    return Poll::Ready(res);
-                }
+                State::Closing(closing) => closing,
+            };
+            let io = this
+                .io
+                .as_mut()
+                .expect("LingeringIo holds its IO until into_inner");
+            if let Err(e) = std::task::ready!(closing.poll_half_close(io, cx)) {
+                this.state = State::Failed(e.kind());
+                return Poll::Ready(Err(e));
             }
+            if !closing.is_done() && this.on_drop.is_none() {
+                std::task::ready!(closing.poll_discard(io, this.discard, cx));
+            }
+            this.state = match std::mem::replace(&mut this.state, State::Closed) {
+                State::Closing(closing) if !closing.is_done() => State::Detached(closing),
+                _ => State::Closed,
+            };
+            return Poll::Ready(Ok(()));
         }
     }
 }

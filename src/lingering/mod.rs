@@ -10,8 +10,13 @@
 //! until the client's EOF or a bound ([`LingerConfig`]), then close. Connections made from
 //! one [`LingerGroup`] (or one [`LingeringListener`]) share a cap on how many linger at
 //! once, and counters ([`LingerStats`]). Each close ends with a `debug` tracing event
-//! carrying `outcome` (`peer_eof`, `idle_timeout`, `total_timeout`, `byte_cap`, `error`
-//! or `skipped`), `bytes_discarded`, `elapsed_ms` and `drop_path`.
+//! carrying `outcome` (`peer_eof`, `idle_timeout`, `total_timeout`, `byte_cap`, `error`,
+//! `skipped` or `aborted`), `bytes_discarded`, `elapsed_ms` and `drop_path`.
+//!
+//! hyper's part of a close ends with the FIN; the linger itself runs in a background task
+//! after hyper has dropped the connection and its buffers. For a graceful shutdown, wait
+//! for the server first and then for [`LingerGroup::wait_idle`], before the runtime
+//! ends.
 //!
 //! # With hyper
 //!
@@ -48,7 +53,14 @@
 //!
 //! let app = Router::new().route("/upload", post(|| async { "too large" }));
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(LingeringListener::new(tcp), app).await
+//! let listener = LingeringListener::new(tcp);
+//! let group = listener.group().clone();
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(async { tokio::signal::ctrl_c().await.unwrap_or(()) })
+//!     .await?;
+//! // The connections are closed; let their lingering closes end too.
+//! group.wait_idle().await;
+//! # Ok(())
 //! # }
 //! ```
 

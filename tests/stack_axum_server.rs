@@ -1,0 +1,255 @@
+//! axum-server with rustls, and `LingeringIo` under the TLS layer through an acceptor a
+//! user writes in a dozen lines (`LingeringAcceptor` below): `RustlsAcceptor` runs its
+//! inner acceptor on the raw TCP stream first, so `LingeringIo` sits between TLS and TCP,
+//! close_notify goes out before the FIN, and the linger throws away raw bytes without
+//! decrypting them.
+//!
+//! ```text
+//! let acceptor = RustlsAcceptor::new(rustls_config).acceptor(LingeringAcceptor(group));
+//! axum_server::bind(addr).acceptor(acceptor).serve(app.into_make_service()).await?;
+//! ```
+
+use std::future::{Future, Ready};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use linger::{LingerGroup, LingeringIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio::sync::Notify;
+use tokio::time::timeout;
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::TlsConnector;
+
+const STEP: Duration = Duration::from_secs(10);
+const RESPONSE_LEN: usize = 4 * 1024 * 1024;
+const BODY_LEN: usize = 1024 * 1024;
+/// Body bytes the client sends before the handler may answer, so that the server holds
+/// unread input when it closes.
+const HEAD_START: usize = 32 * 1024;
+
+/// An axum-server acceptor that wraps every accepted stream in a [`LingeringIo`] of one
+/// [`LingerGroup`]. Give it to `RustlsAcceptor::acceptor` so that it runs beneath TLS; on
+/// its own (`Server::acceptor(LingeringAcceptor(group))`) it serves plain HTTP.
+#[derive(Clone, Debug)]
+struct LingeringAcceptor(LingerGroup);
+
+impl<I, S> Accept<I, S> for LingeringAcceptor
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = LingeringIo<I>;
+    type Service = S;
+    type Future = Ready<io::Result<(LingeringIo<I>, S)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        std::future::ready(Ok((self.0.wrap(stream), service)))
+    }
+}
+
+async fn step<F: Future>(what: &str, fut: F) -> F::Output {
+    timeout(STEP, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A self-signed certificate for `localhost`: the server's rustls config (ring provider)
+/// and a client connector that trusts it.
+fn tls_configs() -> (Arc<ServerConfig>, TlsConnector) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert: CertificateDer<'static> = certified.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let mut roots = RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), TlsConnector::from(Arc::new(client)))
+}
+
+/// An axum app whose `/` waits for `ready`, ignores the body and answers 4 MiB.
+fn app(ready: Arc<Notify>) -> Router {
+    let body = vec![b'r'; RESPONSE_LEN];
+    Router::new().route(
+        "/",
+        get(move || {
+            let (ready, body) = (ready.clone(), body.clone());
+            async move {
+                ready.notified().await;
+                body
+            }
+        }),
+    )
+}
+
+/// Serves `app` over HTTPS with axum-server on 127.0.0.1:0, with `LingeringAcceptor`
+/// under rustls when `group` is given, plain `RustlsAcceptor` otherwise.
+fn serve(config: Arc<ServerConfig>, group: Option<LingerGroup>, app: Router) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = axum_server::from_tcp(listener).unwrap();
+    let rustls = RustlsAcceptor::new(RustlsConfig::from_config(config));
+    let make_service = app.into_make_service();
+    match group {
+        Some(group) => {
+            let server = server.acceptor(rustls.acceptor(LingeringAcceptor(group)));
+            tokio::spawn(server.serve(make_service));
+        }
+        None => {
+            tokio::spawn(server.acceptor(rustls).serve(make_service));
+        }
+    }
+    addr
+}
+
+/// Over TLS: a GET with a 1 MiB body the handler ignores and `Connection: close`, read
+/// through a small receive buffer; returns what the client's read gave.
+async fn get_with_ignored_body(group: Option<LingerGroup>) -> io::Result<Vec<u8>> {
+    let (server_config, connector) = tls_configs();
+    let ready = Arc::new(Notify::new());
+    let addr = serve(server_config, group, app(ready.clone()));
+    let socket = TcpSocket::new_v4().unwrap();
+    // Small, so that the tail of the response is still in the server's send queue when
+    // hyper closes.
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let tcp = step("connect", socket.connect(addr)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = step("handshake", connector.connect(name, tcp))
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+
+    let mut first = format!(
+        "GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {BODY_LEN}\r\n\r\n"
+    )
+    .into_bytes();
+    first.extend(std::iter::repeat_n(b'a', HEAD_START));
+    step("head and body start", wr.write_all(&first))
+        .await
+        .unwrap();
+    step("flush", wr.flush()).await.unwrap();
+    ready.notify_one();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&vec![b'a'; BODY_LEN - HEAD_START]).await?;
+        // close_notify and FIN: what ends the server's linger.
+        wr.shutdown().await
+    });
+    let mut got = Vec::new();
+    let read = step("read response", rd.read_to_end(&mut got))
+        .await
+        .map(|_| got);
+    if read.is_ok() {
+        step("writer", writer)
+            .await
+            .unwrap()
+            .expect("whole body sent");
+    } else {
+        writer.abort();
+    }
+    read
+}
+
+fn body_len(raw: &[u8]) -> usize {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    raw.len() - head_end
+}
+
+/// hyper issue #3944 through axum-server and rustls. With plain `RustlsAcceptor` hyper's
+/// close with the body unread resets the connection: the client gets neither the whole
+/// response nor close_notify. With `LingeringAcceptor` beneath rustls it gets the whole
+/// 4 MiB and then close_notify (tokio-rustls reports an EOF without close_notify as
+/// `UnexpectedEof`, so `Ok` proves it came), and the linger ends at the client's FIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rustls_large_response_survives_an_ignored_body() {
+    match get_with_ignored_body(None).await {
+        Ok(raw) => assert_ne!(body_len(&raw), RESPONSE_LEN, "plain TCP delivered it all"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+            ),
+            "{e}"
+        ),
+    }
+
+    let group = LingerGroup::default();
+    let raw = get_with_ignored_body(Some(group.clone()))
+        .await
+        .expect("clean TLS EOF");
+    assert_eq!(body_len(&raw), RESPONSE_LEN);
+    step("linger ends at the client's FIN", group.wait_idle()).await;
+    let stats = group.stats();
+    assert_eq!(stats.peer_eof, 1, "{stats:?}");
+    assert!(stats.bytes_discarded > 0, "{stats:?}");
+}
+
+/// Without TLS, `LingeringAcceptor` alone: an early 413 to a 16 MiB upload reaches the
+/// client, which sends its whole body and reads a clean EOF; the linger ends at its FIN.
+/// With axum-server's `DefaultAcceptor` instead, hyper closes with the upload arriving
+/// and the client's upload fails with a broken pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_early_413_reaches_a_large_upload() {
+    let app = Router::new().route(
+        "/upload",
+        axum::routing::post(|| async { (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "too large") }),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let group = LingerGroup::default();
+    let server = axum_server::from_tcp(listener)
+        .unwrap()
+        .acceptor(LingeringAcceptor(group.clone()));
+    tokio::spawn(server.serve(app.into_make_service()));
+
+    let upload_len = 16 * 1024 * 1024;
+    let stream = step("connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let head =
+            format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {upload_len}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'u'; 64 * 1024];
+        for _ in 0..upload_len / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        wr.shutdown().await
+    });
+    let mut raw = Vec::new();
+    step("read to EOF", rd.read_to_end(&mut raw))
+        .await
+        .expect("clean EOF");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 413") && raw.ends_with(b"too large"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    step("upload", writer)
+        .await
+        .unwrap()
+        .expect("whole upload sent");
+    step("linger ends at the client's FIN", group.wait_idle()).await;
+    assert_eq!(group.stats().peer_eof, 1, "{:?}", group.stats());
+}
