@@ -68,6 +68,8 @@ const CHILD_ENV: &str = "LINGER_BENCH_CALLGRIND_CHILD";
 // Servers
 
 /// One way of serving the same application.
+// Without the feature only the `Hyper…` variants are left.
+#[cfg_attr(not(feature = "axum"), allow(clippy::enum_variant_names))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stack {
     /// hyper's HTTP/1 server on the bare `TcpListener`, no layer.
