@@ -1,5 +1,5 @@
 //! The README setup against the same server without `linger`, on loopback
-//! keep-alive HTTP/1.1: bullet 6 of BENCHMARKS.md, which explains goals and
+//! keep-alive HTTP/1.1: section 6 of BENCHMARKS.md, which explains goals and
 //! method.
 //!
 //! * axum (feature `axum`): `Router::layer(DrainBodyLayer::new(256 * 1024))`
@@ -15,8 +15,10 @@
 //! 1. Criterion, each server on its own (a cross-check only).
 //! 2. Interleaved ABBA rounds of ~10 ms with the same request count on both
 //!    servers, in three passes: throughput ratio (median of the per-round
-//!    ratios, interquartile range, median of each pass), then allocation
-//!    calls per request with a counting allocator.
+//!    ratios, interquartile range, median of each pass) from elapsed time and
+//!    from the CPU time of the client and server threads (`schedstat`, which
+//!    leaves out what other processes ran meanwhile), then allocation calls
+//!    per request with a counting allocator.
 //! 3. When `valgrind` is installed: user-space instructions per request of
 //!    the server thread under callgrind, which do not depend on the load of
 //!    the machine, for the two setups and for each part on its own (only the
@@ -748,7 +750,8 @@ fn instruction_counts(settings: &Settings) -> String {
                     format!("{:+.0}", server - bs),
                     format!("{:.3}", server / bs),
                     format!("{:.3}", (client + server) / (bc + bs)),
-                    format!("{:+.2}", allocs - ba),
+                    // `+ 0.0` turns a rounded −0 into 0.
+                    format!("{:+.2}", ((allocs - ba) * 100.0).round() / 100.0 + 0.0),
                 ),
                 None => Default::default(),
             };
