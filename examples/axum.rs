@@ -30,9 +30,14 @@
 //!
 //! # A handler that reads the body.
 //! curl -s --data-binary 'hello' http://127.0.0.1:3000/echo
+//!
+//! # What became of every request body (`DrainStats`) and of every close
+//! # (`LingerStats`) so far.
+//! curl -s http://127.0.0.1:3000/stats
 //! ```
 //!
-//! Ctrl-C stops accepting and waits for open connections to finish.
+//! Ctrl-C stops accepting, waits for open connections to finish and then
+//! for their lingering closes (`LingerGroup::wait_idle`).
 
 use std::time::Duration;
 
@@ -41,7 +46,9 @@ use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use linger::{DrainBodyLayer, LingerConfig, LingeringListener, PeerAddr};
+use linger::{
+    DrainBodyLayer, DrainCounters, LingerConfig, LingerGroup, LingeringListener, PeerAddr,
+};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -59,16 +66,6 @@ async fn main() -> std::io::Result<()> {
         .or_else(|| std::env::var("LINGER_ADDR").ok())
         .unwrap_or_else(|| "127.0.0.1:3000".to_owned());
 
-    let app = Router::new()
-        .route("/", get(hello))
-        .route("/upload", post(upload))
-        .route("/ignore", post(ignore))
-        .route("/echo", post(echo))
-        // Up to 256 KiB of what a handler leaves unread is drained so the
-        // connection can serve the next request; larger leftovers get
-        // `Connection: close` instead of being read.
-        .layer(DrainBodyLayer::new(256 * 1024));
-
     let tcp = tokio::net::TcpListener::bind(&addr).await?;
     // Every accepted connection closes in stages: FIN, then read and discard
     // until the client's FIN, at most 2 s of silence, 10 s in all or 16 MiB.
@@ -79,6 +76,30 @@ async fn main() -> std::io::Result<()> {
             .total_timeout(Duration::from_secs(10))
             .max_bytes(16 * 1024 * 1024),
     );
+    // Kept for `/stats` (the group holds the listener's close counters) and
+    // for the end of the graceful shutdown.
+    let group = listener.group().clone();
+    let shutdown_group = group.clone();
+    let counters = DrainCounters::new();
+
+    let app = Router::new()
+        .route("/", get(hello))
+        .route("/upload", post(upload))
+        .route("/ignore", post(ignore))
+        .route("/echo", post(echo))
+        .route(
+            "/stats",
+            get({
+                let counters = counters.clone();
+                move || std::future::ready(stats(&counters, &group))
+            }),
+        )
+        // Up to 256 KiB of what a handler leaves unread is drained so the
+        // connection can serve the next request; larger leftovers get
+        // `Connection: close` instead of being read. Each body's outcome is
+        // counted in `counters`.
+        .layer(DrainBodyLayer::new(256 * 1024).counters(counters));
+
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     println!("try: curl -s http://{local}/ && curl -s --data-binary hello http://{local}/echo");
@@ -92,7 +113,12 @@ async fn main() -> std::io::Result<()> {
     .with_graceful_shutdown(async {
         tokio::signal::ctrl_c().await.ok();
     })
-    .await
+    .await?;
+    // hyper's connections have sent their FIN; let their lingering closes end
+    // (at most `total_timeout`) before the runtime does.
+    shutdown_group.wait_idle().await;
+    println!("stopped; {:?}", shutdown_group.stats());
+    Ok(())
 }
 
 /// Greets the client with its own address.
@@ -109,6 +135,11 @@ async fn upload() -> (StatusCode, &'static str) {
 /// Answers a form post without looking at the form.
 async fn ignore() -> &'static str {
     "form ignored\n"
+}
+
+/// What the drain layer did with request bodies, and how connections closed.
+fn stats(drain: &DrainCounters, linger: &LingerGroup) -> String {
+    format!("{:#?}\n{:#?}\n", drain.snapshot(), linger.stats())
 }
 
 /// Reads the whole body (axum's default limit, 2 MB, applies) and sends it back.

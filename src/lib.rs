@@ -40,7 +40,7 @@ pub mod drain;
 pub mod lingering;
 mod timers;
 
-pub use drain::{DrainBody, DrainBodyLayer, DrainBodyService};
+pub use drain::{DrainBody, DrainBodyLayer, DrainBodyService, DrainCounters, DrainStats};
 #[cfg(feature = "axum")]
 pub use lingering::PeerAddr;
 pub use lingering::{LingerConfig, LingerGroup, LingerStats, LingeringIo, LingeringListener};

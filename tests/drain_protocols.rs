@@ -223,6 +223,27 @@ async fn connect_tunnel_passes_through() {
     .await;
 }
 
+/// The same two hand-overs for requests that carry a (small, already sent)
+/// body, which the layer now watches: the `101` and the `200` to `CONNECT`
+/// still pass straight through in waiting mode, and the tunnels echo.
+/// On main: same (those requests were skipped for their `Upgrade` header or
+/// method); guards the decision taken after the response.
+#[tokio::test]
+async fn hand_overs_with_a_body_pass_through() {
+    assert_tunnel_echoes(
+        "POST /up HTTP/1.1\r\nHost: test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\
+         Content-Length: 5\r\n\r\nhello",
+        101,
+    )
+    .await;
+    assert_tunnel_echoes(
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\
+         Content-Length: 5\r\n\r\nhello",
+        200,
+    )
+    .await;
+}
+
 /// Real client: curl sends two POSTs with `--next` (the first a 64 KiB body
 /// the handler ignores); the second transfer reuses the connection
 /// (`num_connects` 1 then 0). Skipped if curl is not on PATH.
@@ -269,4 +290,172 @@ async fn curl_reuses_connection() {
     assert!(out.status.success(), "curl failed: {out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n0\n");
     assert_eq!(server.served(), ["POST /ignore", "POST /consume"]);
+}
+
+/// What `curl --http2 http://…` sends with a request: an offer to switch to
+/// HTTP/2 that the server may ignore.
+const H2C_OFFER: &str = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+                         HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n";
+
+/// A POST offering `Upgrade: h2c` with a 64 KiB body the handler ignores and
+/// answers with 200 (hyper switches only on 101), and a pipelined `GET`
+/// after it, all in one background write: both are answered, in order, on
+/// the one connection; the answer to the first does not say close.
+/// On main: the layer skipped every request with `Upgrade`, hyper closed
+/// after the first response and `/second` was never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_offer_answered_without_101_is_drained() {
+    let server = serve(DrainBodyLayer::default(), |req| async move {
+        match req.uri().path() {
+            "/second" => text("second"),
+            _ => text("first"),
+        }
+    })
+    .await;
+    let mut client = Client::connect(server.addr).await;
+
+    let mut bytes = format!(
+        "POST /first HTTP/1.1\r\nHost: test\r\n{H2C_OFFER}Content-Length: {}\r\n\r\n",
+        64 * KIB
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&[b'u'; 64 * KIB]);
+    bytes.extend(get("/second").as_bytes());
+    let writer = client.send_in_background(bytes);
+    let res = client.response().await;
+    assert_ok(&res, "first");
+    assert!(!res.has_close(), "{res:?}");
+    assert_ok(&client.response().await, "second");
+    step("write", writer).await.unwrap().unwrap();
+    assert_eq!(server.served(), ["POST /first", "GET /second"]);
+}
+
+/// HTTP/1.0 has no upgrades (hyper ignores `Upgrade` there): a keep-alive
+/// HTTP/1.0 POST with `Upgrade: h2c` and a body sent after the response is
+/// drained like any other, and the next HTTP/1.0 request is answered on the
+/// same connection.
+/// On main: skipped for its `Upgrade` header; hyper closed after the first
+/// response.
+#[tokio::test]
+async fn http10_upgrade_header_is_an_ordinary_request() {
+    let server = serve(DrainBodyLayer::default(), ignore_or_consume).await;
+    let mut client = Client::connect(server.addr).await;
+
+    client
+        .send(
+            "POST /ignore HTTP/1.0\r\nHost: test\r\nConnection: keep-alive, Upgrade\r\n\
+             Upgrade: h2c\r\nContent-Length: 5000\r\n\r\n",
+        )
+        .await;
+    let res = client.response().await;
+    assert_ok(&res, "ignored");
+    assert_eq!(res.header("connection"), ["keep-alive"], "{res:?}");
+    client.send([b'x'; 5000]).await;
+    client
+        .send(
+            "POST /consume HTTP/1.0\r\nHost: test\r\nConnection: keep-alive\r\n\
+             Content-Length: 7\r\n\r\na=b&x=y",
+        )
+        .await;
+    assert_ok(&client.response().await, "consumed 7");
+}
+
+/// `CONNECT` refused with 403 (no tunnel) while its 5000-byte body arrives
+/// after the answer: hyper treats the body as any other, so the layer drains
+/// it and the next request is answered on the same connection.
+/// On main: the layer skipped every `CONNECT`, hyper closed after the 403.
+#[tokio::test]
+async fn connect_refused_body_is_drained() {
+    let server = serve(DrainBodyLayer::default(), |req| async move {
+        if req.method() == http::Method::CONNECT {
+            let mut res = text("no tunnel");
+            *res.status_mut() = StatusCode::FORBIDDEN;
+            return res;
+        }
+        ignore_or_consume(req).await
+    })
+    .await;
+    let mut client = Client::connect(server.addr).await;
+
+    client
+        .send(
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\
+             Content-Length: 5000\r\n\r\n",
+        )
+        .await;
+    let res = client.response().await;
+    assert_eq!(res.status, 403, "{res:?}");
+    assert_eq!(res.body_str(), "no tunnel");
+    assert!(!res.has_close(), "{res:?}");
+    client.send([b'x'; 5000]).await;
+    client.send(post("/consume", b"a=b&x=y")).await;
+    assert_ok(&client.response().await, "consumed 7");
+}
+
+/// Real client: `curl --http2` over cleartext offers `Upgrade: h2c` with
+/// each request; a POST of 64 KiB to a handler that ignores it, then a
+/// second POST with `--next`: the server answers HTTP/1.1 (hyper's HTTP/1
+/// server never takes the offer) and curl reuses the connection
+/// (`num_connects` 1 then 0). Skipped if curl is not on PATH.
+/// On main: the layer skipped the request for its `Upgrade` header, hyper
+/// closed, and curl connected again (`1 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_http2_upgrade_offer_reuses_connection() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl not found on PATH: skipping");
+        return;
+    }
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let server = serve(DrainBodyLayer::default(), move |req| {
+        let seen_tx = seen_tx.clone();
+        async move {
+            let _ = seen_tx.send(req.headers().get(header::UPGRADE).cloned());
+            ignore_or_consume(req).await
+        }
+    })
+    .await;
+    let body = std::env::temp_dir().join(format!("linger-h2c-{}.bin", server.addr.port()));
+    std::fs::write(&body, vec![b'c'; 64 * KIB]).unwrap();
+
+    let base = format!("http://{}", server.addr);
+    let per_transfer = [
+        "--http2",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{num_connects} %{http_version}\n",
+        "-H",
+        "Expect:",
+    ];
+    let out = step(
+        "curl",
+        tokio::process::Command::new("curl")
+            .args(per_transfer)
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(format!("{base}/ignore"))
+            .arg("--next")
+            .args(per_transfer)
+            .args(["--data-binary", "a=b&x=y"])
+            .arg(format!("{base}/consume"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let _ = std::fs::remove_file(&body);
+    assert!(out.status.success(), "curl failed: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1 1.1\n0 1.1\n");
+    assert_eq!(server.served(), ["POST /ignore", "POST /consume"]);
+    // The scenario needs curl to have made the offer.
+    let first_upgrade = step("first request seen", seen.recv()).await.unwrap();
+    assert_eq!(
+        first_upgrade.as_ref().map(|v| v.as_bytes()),
+        Some(&b"h2c"[..])
+    );
 }

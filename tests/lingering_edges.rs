@@ -2,10 +2,13 @@
 //! honest `poll_shutdown` results, and closes that are cut short. Each test names what
 //! the crate did before (panic, abort, a silent `Ok`, a close counted nowhere).
 
+mod common;
+
 use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use common::{step, tcp_pair};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
@@ -15,22 +18,6 @@ use linger::{LingerConfig, LingerGroup, LingerStats, LingeringListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-
-const STEP: Duration = Duration::from_secs(5);
-
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// A connected pair of real sockets: (server side, client side).
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    (accepted.unwrap().0, client.unwrap())
-}
 
 /// Reads until EOF; true if it was a clean EOF (not a reset).
 async fn clean_eof(client: &mut TcpStream) -> bool {

@@ -1,32 +1,18 @@
 //! `LingeringIo` on its own: stage order, every way a linger ends, and the shared cap.
 
-use std::future::Future;
+mod common;
+
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use common::{step, tcp_pair};
 use linger::{LingerConfig, LingerGroup, LingeringIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{timeout, Instant};
-
-const STEP: Duration = Duration::from_secs(5);
-
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// A connected pair of real sockets: (server side, client side).
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    (accepted.unwrap().0, client.unwrap())
-}
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Waits, without sleeping, until `cond` holds; bounded by `STEP`.
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {

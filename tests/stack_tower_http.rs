@@ -409,8 +409,10 @@ async fn drain_inside_timeout_is_abandoned_with_the_handler() {
 
 /// The handler is still holding the body (mid-upload) when `TimeoutLayer` answers: tower-
 /// http's `Timeout` returns the 408 before it drops the handler, so the drain sees a body
-/// someone still holds and leaves it (it never waits for those). hyper then closes with
-/// the upload arriving; `LingeringIo` is what keeps that close from resetting the 408.
+/// someone still holds. When the handler is dropped, the 16 MiB left is above the drain
+/// limit, so it is not drained and hyper closes with the upload arriving; `LingeringIo` is
+/// what keeps that close from resetting the 408. (A remainder within the limit would be
+/// drained from that drop: see drain_edges.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_while_the_handler_holds_the_body_closes_cleanly() {
     let stack = ServiceBuilder::new()

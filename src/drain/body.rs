@@ -1,17 +1,19 @@
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
+use super::held::WhenDropped;
+
 /// The request body as the inner service sees it.
 ///
 /// It behaves exactly like the body it wraps. When the handler drops it
 /// before the end, the unread rest goes back to the layer, which decides
-/// whether to drain it.
+/// whether to drain it: right away if the response is not out yet, or in a
+/// background task if the handler held the body past its response.
 pub struct DrainBody<B> {
     body: Option<B>,
     handoff: Option<Arc<Handoff<B>>>,
@@ -35,35 +37,62 @@ pub(crate) struct Returned<B> {
     pub(crate) progress: Progress,
 }
 
-/// Where a dropped [`DrainBody`] leaves the unread body for the layer.
+/// Where the body and the layer meet when one of them is done: the service
+/// drops the body, the response future settles what becomes of it.
 ///
-/// An empty slot after the response means the handler still holds the body.
+/// Both sides may act at the same moment on different threads; the lock
+/// decides who came first, so that a body dropped while the response is being
+/// settled is either taken by the response or drained as a held body, never
+/// neither or both. It is taken twice per request with a body, uncontended
+/// but for that race.
 pub(crate) struct Handoff<B> {
-    slot: Mutex<Option<Returned<B>>>,
-    /// Set instead of filling the slot when the body was read to its end,
-    /// the common case, which then costs no lock.
-    finished: AtomicBool,
+    state: Mutex<State<B>>,
+}
+
+enum State<B> {
+    /// The service has the body; the response is not settled yet.
+    Lent,
+    /// Dropped after its end while the response was not settled yet.
+    Ended,
+    /// Dropped before its end while the response was not settled yet.
+    Returned(Returned<B>),
+    /// The response went out while the service held the body: this runs
+    /// when the service drops it.
+    Planned(WhenDropped<B>),
+    /// Nothing more to do.
+    Settled,
 }
 
 impl<B> Handoff<B> {
-    /// What the handler did with the body, once the response exists.
-    pub(crate) fn outcome(&self) -> LetGo<B>
+    /// What the service did with the body, once the response exists. If it
+    /// still holds the body, `plan` is made and left for when it lets go.
+    pub(crate) fn settle(&self, plan: impl FnOnce() -> WhenDropped<B>) -> LetGo<B>
     where
         B: Body,
     {
-        if self.finished.load(Ordering::Acquire) {
-            return LetGo::Finished;
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, State::Settled) {
+            State::Returned(returned) if !returned.body.is_end_stream() => {
+                LetGo::Unfinished(returned)
+            }
+            State::Lent => {
+                *state = State::Planned(plan());
+                LetGo::Held
+            }
+            State::Ended | State::Returned(_) | State::Planned(_) | State::Settled => {
+                LetGo::Finished
+            }
         }
-        let returned = self
-            .slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match returned {
-            None => LetGo::Held,
-            Some(returned) if returned.body.is_end_stream() => LetGo::Finished,
-            Some(returned) => LetGo::Unfinished(returned),
-        }
+    }
+
+    /// The layer wants nothing more from the body (the connection was
+    /// taken over): a body dropped later is just dropped.
+    pub(crate) fn pass_through(&self) {
+        *self.lock() = State::Settled;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<B>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -78,7 +107,7 @@ pub(crate) enum LetGo<B> {
 }
 
 impl<B> DrainBody<B> {
-    /// A body the layer will never drain (HTTP/2, upgrades, empty bodies).
+    /// A body the layer will never drain (HTTP/2, empty bodies).
     pub(crate) fn untracked(body: B) -> Self {
         Self {
             body: Some(body),
@@ -90,8 +119,7 @@ impl<B> DrainBody<B> {
     /// A body whose unread rest goes back to the layer when dropped.
     pub(crate) fn tracked(body: B) -> (Self, Arc<Handoff<B>>) {
         let handoff = Arc::new(Handoff {
-            slot: Mutex::new(None),
-            finished: AtomicBool::new(false),
+            state: Mutex::new(State::Lent),
         });
         let body = Self {
             body: Some(body),
@@ -112,19 +140,22 @@ impl<B> Drop for DrainBody<B> {
         let (Some(handoff), Some(body)) = (self.handoff.take(), self.body.take()) else {
             return;
         };
-        // Nobody will look at the slot once the response future is gone.
-        if Arc::strong_count(&handoff) == 1 {
-            return;
+        let mut state = handoff.lock();
+        match std::mem::replace(&mut *state, State::Settled) {
+            State::Planned(plan) => {
+                drop(state);
+                // Spawns at most; no timer is made here.
+                plan.run(body, self.progress);
+            }
+            State::Lent if self.progress.ended => *state = State::Ended,
+            State::Lent => {
+                *state = State::Returned(Returned {
+                    body,
+                    progress: self.progress,
+                });
+            }
+            other => *state = other,
         }
-        if self.progress.ended {
-            handoff.finished.store(true, Ordering::Release);
-            return;
-        }
-        let returned = Returned {
-            body,
-            progress: self.progress,
-        };
-        *handoff.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(returned);
     }
 }
 
@@ -178,5 +209,75 @@ impl<B> fmt::Debug for DrainBody<B> {
             .field("tracked", &self.handoff.is_some())
             .field("progress", &self.progress)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+    use crate::drain::counters::DrainCounters;
+    use crate::drain::held::Plan;
+
+    /// The body's drop and the response's settling race on two threads:
+    /// whichever comes first, the body is settled exactly once (taken by the
+    /// response, read, or run through the held-body plan, which counts it).
+    #[test]
+    fn drop_and_settle_race_settles_once() {
+        for ended in [false, true] {
+            for _ in 0..2000 {
+                let counters = DrainCounters::new();
+                let (mut body, handoff) = DrainBody::tracked(Full::new(Bytes::from_static(b"abc")));
+                if ended {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async { while body.frame().await.is_some() {} });
+                }
+                let barrier = Arc::new(Barrier::new(2));
+                let dropper = {
+                    let barrier = Arc::clone(&barrier);
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        drop(body);
+                    })
+                };
+                barrier.wait();
+                let plan = || {
+                    WhenDropped::new(Plan {
+                        limit: 1024,
+                        deadline: crate::timers::deadline_after(std::time::Duration::ZERO),
+                        // No runtime: an unfinished held body counts as `no_timers`.
+                        runtime: None,
+                        expects_continue: false,
+                        tally: counters.tally(),
+                    })
+                };
+                let settled_here = match handoff.settle(plan) {
+                    LetGo::Held => 0,
+                    LetGo::Finished => 1,
+                    LetGo::Unfinished(returned) => {
+                        assert!(!ended);
+                        assert!(!returned.body.is_end_stream());
+                        1
+                    }
+                };
+                dropper.join().unwrap();
+                let stats = counters.snapshot();
+                assert_eq!(
+                    settled_here + stats.settled(),
+                    1,
+                    "ended={ended}: {stats:?}"
+                );
+                assert_eq!(stats.abandoned, 0);
+                if ended {
+                    assert_eq!(stats.no_timers, 0);
+                }
+            }
+        }
     }
 }

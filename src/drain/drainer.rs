@@ -1,10 +1,11 @@
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Buf;
 use http_body::Body;
 use tokio::time::Instant;
+
+use super::counters::Outcome;
 
 /// Reads and discards a body, within a byte budget.
 pub(crate) struct Drainer<B> {
@@ -27,17 +28,6 @@ pub(crate) enum DrainEnd {
     Deadline,
 }
 
-impl DrainEnd {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Complete => "drained",
-            Self::OverLimit => "over_limit",
-            Self::BodyError => "body_error",
-            Self::Deadline => "deadline",
-        }
-    }
-}
-
 impl<B> Drainer<B>
 where
     B: Body + Unpin,
@@ -55,8 +45,14 @@ where
         self.drained
     }
 
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+    /// The `tracing` event for the end of this drain.
+    pub(crate) fn trace_end(&self, outcome: Outcome) {
+        tracing::debug!(
+            outcome = outcome.as_str(),
+            bytes_drained = self.drained,
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "request body drain finished"
+        );
     }
 
     /// Discards frames until the body ends, fails, or exceeds the budget.

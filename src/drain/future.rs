@@ -1,17 +1,24 @@
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode, Version};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::runtime::Handle;
+use tokio::time::Sleep;
 
-use super::body::{Handoff, LetGo, Returned};
+use super::background;
+use super::body::{Handoff, LetGo, Progress, Returned};
+use super::connection::mark_close;
+use super::counters::{Outcome, Tally};
 use super::drainer::{DrainEnd, Drainer};
+use super::held::{Plan, WhenDropped};
 use super::DrainBodyLayer;
+use crate::timers;
 
 pin_project! {
     /// Response future of [`DrainBodyService`](super::DrainBodyService).
@@ -30,26 +37,45 @@ pin_project! {
 /// What the future needs to settle the body once the response exists.
 pub(crate) struct Watch<B> {
     handoff: Arc<Handoff<B>>,
-    config: DrainBodyLayer,
+    limit: u64,
+    timeout: Duration,
+    wait_for_drain: bool,
     expects_continue: bool,
+    /// A `CONNECT` request: a `2xx` answer turns the connection into a tunnel.
+    connect: bool,
+    version: Version,
+    tally: Tally,
 }
 
 /// A drain the response waits for (`wait_for_drain(true)`).
 struct Waiting<B> {
     drainer: Drainer<B>,
     deadline: Pin<Box<Sleep>>,
+    version: Version,
+    tally: Tally,
 }
 
 impl<B> Watch<B> {
     pub(crate) fn new(
         handoff: Arc<Handoff<B>>,
-        config: DrainBodyLayer,
+        config: &DrainBodyLayer,
         expects_continue: bool,
+        connect: bool,
+        version: Version,
     ) -> Self {
         Self {
             handoff,
-            config,
+            limit: config.limit,
+            timeout: config.timeout,
+            wait_for_drain: config.wait_for_drain,
             expects_continue,
+            connect,
+            version,
+            tally: config
+                .counters
+                .as_ref()
+                .map(|counters| counters.tally())
+                .unwrap_or_default(),
         }
     }
 }
@@ -84,15 +110,16 @@ where
         loop {
             if let Some((waiting, _)) = this.waiting.as_mut() {
                 let end = ready!(waiting.poll(cx));
-                trace_drain_end(end, &waiting.drainer);
-                if let Some((_, mut output)) = this.waiting.take() {
+                if let Some((waiting, mut output)) = this.waiting.take() {
                     if let (Ok(response), false) = (&mut output, end == DrainEnd::Complete) {
-                        mark_close(response);
+                        mark_close(response, waiting.version);
                     }
+                    waiting.finish(end);
                     return Poll::Ready(output);
                 }
             }
             let mut output = ready!(this.inner.as_mut().poll(cx));
+            // A service error drops the watch: counted as abandoned.
             let (Some(watch), Ok(response)) = (this.watch.take(), &mut output) else {
                 return Poll::Ready(output);
             };
@@ -116,6 +143,38 @@ where
         ready!(self.deadline.as_mut().poll(cx));
         Poll::Ready(DrainEnd::Deadline)
     }
+
+    fn finish(self, end: DrainEnd) {
+        let outcome = Outcome::of_drain(end, false);
+        self.drainer.trace_end(outcome);
+        self.tally.record(outcome, self.drainer.drained());
+    }
+}
+
+/// Why a body left unfinished is not read at all, if it is not.
+pub(crate) fn refusal(progress: Progress, expects_continue: bool, limit: u64) -> Option<Outcome> {
+    if progress.failed {
+        Some(Outcome::BodyError)
+    } else if expects_continue && !progress.polled {
+        // Polling would make hyper send `100 Continue` and invite an upload
+        // that would only be thrown away.
+        Some(Outcome::ExpectContinue)
+    } else if limit == 0 {
+        // Nothing is ever drained, not even what has already arrived.
+        Some(Outcome::OverLimit)
+    } else {
+        None
+    }
+}
+
+/// The current runtime, if it has the timers a bounded drain needs.
+fn runtime_with_timers() -> Result<Handle, &'static str> {
+    let runtime = Handle::try_current().map_err(|_| "no_runtime")?;
+    if timers::available() {
+        Ok(runtime)
+    } else {
+        Err("no_timers")
+    }
 }
 
 /// Decides, once the response exists, what becomes of the unread body.
@@ -130,132 +189,118 @@ fn settle<B, ResBody>(
 where
     B: Body + Unpin + Send + 'static,
 {
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        trace_untouched("upgrade");
+    let Watch {
+        handoff,
+        limit,
+        timeout,
+        wait_for_drain,
+        expects_continue,
+        connect,
+        version,
+        mut tally,
+    } = watch;
+    // hyper hands the connection over after these, and only these: other
+    // answers to `Upgrade` and `CONNECT` are ordinary responses.
+    let status = response.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+        handoff.pass_through();
+        trace_untouched(Outcome::PassedThrough);
+        tally.record(Outcome::PassedThrough, 0);
         return None;
     }
-    let Returned { body, progress } = match watch.handoff.outcome() {
+    let let_go = handoff.settle(|| {
+        WhenDropped::new(Plan {
+            limit,
+            deadline: timers::deadline_after(timeout),
+            runtime: runtime_with_timers().ok(),
+            expects_continue,
+            tally: std::mem::take(&mut tally),
+        })
+    });
+    let Returned { body, progress } = match let_go {
         LetGo::Unfinished(returned) => returned,
         LetGo::Finished => {
-            trace_untouched("read");
+            trace_untouched(Outcome::Read);
+            tally.record(Outcome::Read, 0);
             return None;
         }
         LetGo::Held => {
-            trace_untouched("held");
+            tracing::debug!(
+                outcome = "held",
+                timeout_ms = timeout.as_millis() as u64,
+                "response released; the request body is drained once the service drops it"
+            );
             return None;
         }
     };
-    let config = watch.config;
-    let refuse = if progress.failed {
-        Some("body_error")
-    } else if watch.expects_continue && !progress.polled {
-        // Polling would make hyper send `100 Continue` and invite an upload
-        // that would only be thrown away.
-        Some("expect_continue")
-    } else {
-        None
-    };
-    if let Some(outcome) = refuse {
-        mark_close(response);
+    if let Some(outcome) = refusal(progress, expects_continue, limit) {
+        mark_close(response, version);
         tracing::debug!(
-            outcome,
+            outcome = outcome.as_str(),
             bytes_read = progress.bytes_read,
             bytes_drained = 0u64,
             elapsed_ms = 0u64,
             "request body not drained; closing after the response"
         );
+        tally.record(outcome, 0);
         return None;
     }
 
     // Takes what has already arrived. A declared remainder above the limit
     // ends this at once, before anything is read.
-    let mut drainer = Drainer::new(body, config.limit);
+    let mut drainer = Drainer::new(body, limit);
     if let Poll::Ready(end) = drainer.poll_drain(cx) {
         if end != DrainEnd::Complete {
-            mark_close(response);
+            mark_close(response, version);
         }
-        trace_drain_end(end, &drainer);
+        let outcome = Outcome::of_drain(end, true);
+        drainer.trace_end(outcome);
+        tally.record(outcome, drainer.drained());
         return None;
     }
 
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        mark_close(response);
-        tracing::debug!(
-            outcome = "no_runtime",
-            bytes_drained = drainer.drained(),
-            elapsed_ms = 0u64,
-            "cannot drain outside a tokio runtime; closing after the response"
-        );
-        return None;
+    // The rest needs a deadline, and so a timer.
+    let runtime = match runtime_with_timers() {
+        Ok(runtime) => runtime,
+        Err(missing) => {
+            mark_close(response, version);
+            tracing::debug!(
+                outcome = missing,
+                bytes_drained = drainer.drained(),
+                elapsed_ms = 0u64,
+                "cannot bound a drain without tokio timers; closing after the response"
+            );
+            tally.record(Outcome::NoTimers, drainer.drained());
+            return None;
+        }
     };
-    let deadline = Instant::now() + config.timeout;
-    if config.wait_for_drain {
+    let deadline = timers::deadline_after(timeout);
+    if wait_for_drain {
         return Some(Waiting {
             drainer,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            version,
+            tally: tally.start_draining(),
         });
     }
     tracing::debug!(
         outcome = "draining",
         bytes_drained = drainer.drained(),
-        timeout_ms = config.timeout.as_millis() as u64,
+        timeout_ms = timeout.as_millis() as u64,
         "response released; draining the rest of the request body alongside"
     );
-    runtime.spawn(drain_in_background(drainer, deadline));
+    background::spawn(&runtime, drainer, deadline, tally);
     None
 }
 
-/// Drains alongside the response; dropping the body on give-up tells hyper
-/// to close the connection after the response.
-async fn drain_in_background<B>(mut drainer: Drainer<B>, deadline: Instant)
-where
-    B: Body + Unpin,
-{
-    let drain = poll_fn(|cx| drainer.poll_drain(cx));
-    let end = tokio::time::timeout_at(deadline, drain)
-        .await
-        .unwrap_or(DrainEnd::Deadline);
-    trace_drain_end(end, &drainer);
-}
-
-fn trace_drain_end<B>(end: DrainEnd, drainer: &Drainer<B>)
-where
-    B: Body + Unpin,
-{
-    tracing::debug!(
-        outcome = end.as_str(),
-        bytes_drained = drainer.drained(),
-        elapsed_ms = drainer.elapsed().as_millis() as u64,
-        "request body drain finished"
-    );
-}
-
 /// The body needs nothing from the layer.
-fn trace_untouched(outcome: &'static str) {
+fn trace_untouched(outcome: Outcome) {
     tracing::debug!(
-        outcome,
+        outcome = outcome.as_str(),
         bytes_drained = 0u64,
         elapsed_ms = 0u64,
         "request body left as it is"
     );
-}
-
-fn mark_close<ResBody>(response: &mut Response<ResBody>) {
-    if !says_close(response.headers()) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-}
-
-/// Whether the `Connection` header already lists `close`.
-fn says_close(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
 }
 
 impl<F: Future, B> fmt::Debug for ResponseFuture<F, B> {

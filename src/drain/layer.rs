@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::DrainBodyService;
+use super::{DrainBodyService, DrainCounters};
 
 /// Drains what a handler left unread of a request body, so that HTTP/1.1
 /// connections stay usable.
@@ -17,6 +17,11 @@ use super::DrainBodyService;
 /// | bytes drained at most after the response | 256 KiB (Go: 256 KiB, gunicorn: 64 KiB) | [`new`](Self::new) |
 /// | total time spent draining | 5 s (nginx `lingering_timeout`: 5 s) | [`timeout`](Self::timeout) |
 /// | response waits for the drain | no (nginx); yes in Go | [`wait_for_drain`](Self::wait_for_drain) |
+/// | counters of outcomes | none | [`counters`](Self::counters) |
+///
+/// The layer is `Clone` (cheap: the counters, if any, are shared) but not
+/// `Copy`, since it may hold counters. Two layers are equal when their
+/// settings are and they share the same counters, or neither has any.
 ///
 /// # Example
 ///
@@ -27,11 +32,12 @@ use super::DrainBodyService;
 /// let layer = DrainBodyLayer::new(256 * 1024).timeout(Duration::from_secs(2));
 /// # let _ = layer;
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DrainBodyLayer {
     pub(crate) limit: u64,
     pub(crate) timeout: Duration,
     pub(crate) wait_for_drain: bool,
+    pub(crate) counters: Option<DrainCounters>,
 }
 
 impl DrainBodyLayer {
@@ -44,18 +50,24 @@ impl DrainBodyLayer {
     ///
     /// A body whose declared remainder is larger is not read at all: the
     /// response gets `Connection: close` instead, as in Go. With `0` nothing
-    /// is ever drained: every request whose body was left unfinished is
-    /// answered with `Connection: close`.
+    /// is ever drained, not even what has already arrived: every request
+    /// whose body was left unfinished is answered with `Connection: close`
+    /// at once.
     pub const fn new(limit: u64) -> Self {
         Self {
             limit,
             timeout: Self::DEFAULT_TIMEOUT,
             wait_for_drain: false,
+            counters: None,
         }
     }
 
     /// Total time allowed for draining one request body, counted from the
-    /// moment the inner service has produced its response.
+    /// moment the inner service has produced its response (also for a body
+    /// the service holds past the response and drops later).
+    ///
+    /// Any value works: `Duration::MAX` means about a year, the longest
+    /// tokio's timers take.
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -72,6 +84,25 @@ impl DrainBodyLayer {
         self.wait_for_drain = wait;
         self
     }
+
+    /// Counts the outcome of every request body in `counters`, which any
+    /// number of layers may share; see [`DrainStats`](super::DrainStats).
+    /// Without it nothing is counted.
+    ///
+    /// ```
+    /// use linger::{DrainBodyLayer, DrainCounters};
+    ///
+    /// let counters = DrainCounters::new();
+    /// let layer = DrainBodyLayer::new(256 * 1024).counters(counters.clone());
+    /// # let _ = layer;
+    /// // later, from a metrics endpoint:
+    /// let stats = counters.snapshot();
+    /// println!("drained {} bodies in the background", stats.drained);
+    /// ```
+    pub fn counters(mut self, counters: DrainCounters) -> Self {
+        self.counters = Some(counters);
+        self
+    }
 }
 
 impl Default for DrainBodyLayer {
@@ -85,6 +116,6 @@ impl<S> Layer<S> for DrainBodyLayer {
     type Service = DrainBodyService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        DrainBodyService::new(inner, *self)
+        DrainBodyService::new(inner, self.clone())
     }
 }

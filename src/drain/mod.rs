@@ -10,25 +10,36 @@
 //!
 //! # What happens to a request
 //!
-//! Once the inner service has produced its response:
+//! Requests without a body, and HTTP/2 and later (where a stream ends
+//! without touching the connection), pass through at the cost of a check
+//! (with [`DrainCounters`], an HTTP/2 body is also counted). For the others,
+//! once the inner service has produced its response:
 //!
-//! 1. HTTP/2 and later, `CONNECT`, requests with `Upgrade`, `101` responses,
-//!    bodies that already reached their end, and bodies the service still
-//!    holds (moved into a task) pass through untouched. The layer never waits
-//!    for a body someone else holds.
-//! 2. `Expect: 100-continue` with a body the service never polled, and a
-//!    declared remainder above the limit, are not read at all: the response
+//! 1. `101 Switching Protocols`, and a `2xx` answer to `CONNECT`, hand the
+//!    connection over: the body is left alone. Other answers to requests
+//!    that offer `Upgrade` (`curl --http2` sends `Upgrade: h2c`) or to
+//!    `CONNECT` are ordinary responses, and their bodies are treated like any
+//!    other, as hyper does. HTTP/1.0 has no upgrades.
+//! 2. A body read to its end needs nothing.
+//! 3. `Expect: 100-continue` with a body the service never polled, a body
+//!    that already failed, a declared remainder above the limit, and any
+//!    unfinished body with a limit of 0, are not read at all: the response
 //!    gets `Connection: close`.
-//! 3. Otherwise, what has already arrived is taken without waiting. If that
+//! 4. Otherwise, what has already arrived is taken without waiting. If that
 //!    reaches the end, the response goes out unchanged and the connection is
 //!    reused at no cost.
-//! 4. If more is still to come, the response is released at once and the rest
+//! 5. If more is still to come, the response is released at once and the rest
 //!    is drained alongside in a tokio task, within the limit and the
 //!    [`timeout`](DrainBodyLayer::timeout). When it reaches the end, hyper
 //!    serves the next request on the connection; when it gives up, hyper
 //!    closes the connection after the response. With
 //!    [`wait_for_drain`](DrainBodyLayer::wait_for_drain) the response waits
-//!    for the drain instead, and giving up adds `Connection: close`.
+//!    for the drain instead, and giving up adds `Connection: close`. Without
+//!    a tokio runtime, or in one built without timers, the drain could not be
+//!    bounded in time: the response gets `Connection: close` instead.
+//!
+//! `Connection: close` is added to the tokens already there (`upgrade` on a
+//! `426`, say), dropping only a contradicting `keep-alive`.
 //!
 //! Requests that say `Connection: close` are still drained within the limit:
 //! the connection will not be reused, but closing it with unread input would
@@ -38,6 +49,26 @@
 //! The request body type must be `Unpin + Send + 'static`, as hyper's
 //! `Incoming` and axum's `Body` are. Each request with a body costs one small
 //! allocation; requests without a body cost none.
+//!
+//! # Bodies the service holds
+//!
+//! A service may move the body into a task and answer before that task is
+//! done with it. The response never waits for such a body. If the task
+//! reads it to the end, nothing is left to do; if it drops the body before
+//! the end, the rest is drained from there, in a background task, with the
+//! same limit and by the same deadline, counted from the response. The
+//! response is gone by then, so no `Connection: close` can be added: when
+//! that drain gives up, or cannot start (no timers, `Expect: 100-continue`
+//! never polled, limit 0), hyper closes the connection. A body held forever
+//! is never waited for.
+//!
+//! # Observing it
+//!
+//! Every decision is a `tracing` debug event with `outcome`, `bytes_drained`
+//! and `elapsed_ms`. For numbers, give the layer [`DrainCounters`]
+//! ([`DrainBodyLayer::counters`]): each request with a body then lands in
+//! exactly one outcome of [`DrainStats`], and `draining` shows the drains in
+//! flight.
 //!
 //! # Example: axum
 //!
@@ -83,13 +114,18 @@
 //! # }
 //! ```
 
+mod background;
 mod body;
+mod connection;
+mod counters;
 mod drainer;
 mod future;
+mod held;
 mod layer;
 mod service;
 
 pub use body::DrainBody;
+pub use counters::{DrainCounters, DrainStats};
 pub use future::ResponseFuture;
 pub use layer::DrainBodyLayer;
 pub use service::DrainBodyService;

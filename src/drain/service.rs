@@ -4,6 +4,7 @@ use http::{header, Method, Request, Response, Version};
 use http_body::Body;
 use tower_service::Service;
 
+use super::counters::Outcome;
 use super::future::Watch;
 use super::{DrainBody, DrainBodyLayer, ResponseFuture};
 
@@ -51,27 +52,26 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if !needs_watch(&request) {
+        // An empty body has nothing left: the fast path, no allocation.
+        let has_body = !request.body().is_end_stream();
+        if !has_body || request.version() >= Version::HTTP_2 {
+            // HTTP/2 and later end a stream without touching the connection.
+            if let (true, Some(counters)) = (has_body, &self.config.counters) {
+                counters.tally().record(Outcome::PassedThrough, 0);
+            }
             let request = request.map(DrainBody::untracked);
             return ResponseFuture::untracked(self.inner.call(request));
         }
+        // `Upgrade` and `CONNECT` requests are watched too: whether the
+        // connection is handed over depends on the response.
         let expects_continue = expects_continue(&request);
+        let connect = request.method() == Method::CONNECT;
+        let version = request.version();
         let (parts, body) = request.into_parts();
         let (body, handoff) = DrainBody::tracked(body);
-        let watch = Watch::new(handoff, self.config, expects_continue);
+        let watch = Watch::new(handoff, &self.config, expects_continue, connect, version);
         ResponseFuture::watched(self.inner.call(Request::from_parts(parts, body)), watch)
     }
-}
-
-/// Whether a leftover body could hold up this HTTP/1 connection.
-///
-/// HTTP/2 and later end a stream without touching the connection, upgraded
-/// connections belong to the handler, and an empty body has nothing left.
-fn needs_watch<B: Body>(request: &Request<B>) -> bool {
-    request.version() < Version::HTTP_2
-        && request.method() != Method::CONNECT
-        && !request.headers().contains_key(header::UPGRADE)
-        && !request.body().is_end_stream()
 }
 
 /// Whether hyper holds back `100 Continue` until the body is polled.

@@ -46,6 +46,14 @@ pub async fn step<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// A connected pair of real sockets on 127.0.0.1: (server side, client side).
+pub async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (accepted.unwrap().0, client.unwrap())
+}
+
 // ---------------------------------------------------------------- server --
 
 /// What the handler sees: the layer's `DrainBody<Incoming>` (or plain
@@ -129,6 +137,7 @@ where
             });
             let (handler, served) = (handler.clone(), srv.served.clone());
             let conn_log = srv.connection_headers.clone();
+            let layer = layer.clone();
             let log_connection = move |res: TestResponse| {
                 let value = res.headers().get(http::header::CONNECTION);
                 let value = value.map(|v| v.to_str().unwrap().to_owned());
@@ -164,6 +173,41 @@ where
         }
     });
     server
+}
+
+/// Keeps a [`serve_without_timers`] runtime alive; dropping it stops the
+/// runtime (and its server).
+pub struct RuntimeGuard {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// `serve(layer, handler)` on a current-thread runtime built with
+/// `enable_io()` only, as some embedders do: no tokio timers. It runs in its
+/// own std thread until the guard is dropped.
+pub async fn serve_without_timers<F, Fut>(
+    layer: DrainBodyLayer,
+    handler: F,
+) -> (Server, RuntimeGuard)
+where
+    F: Fn(TestRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = TestResponse> + Send + 'static,
+{
+    let (server_tx, server_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let _ = server_tx.send(serve(layer, handler).await);
+            let _ = stop_rx.await;
+        });
+    });
+    let server = step("start the runtime without timers", server_rx)
+        .await
+        .unwrap();
+    (server, RuntimeGuard { _stop: stop_tx })
 }
 
 async fn serve_conn<S>(proto: Proto, io: TokioIo<Counting>, svc: S)
@@ -404,6 +448,23 @@ impl Client {
     /// Reads one response (1xx included), for a request that was not `HEAD`.
     pub async fn response(&mut self) -> Parsed {
         step("read response", self.response_inner()).await
+    }
+
+    /// Reads one response like [`response`](Self::response), and returns its
+    /// head as it was on the wire too (status line and header lines, up to
+    /// and including the blank line).
+    pub async fn response_with_raw_head(&mut self) -> (String, Parsed) {
+        step("read response", async {
+            let head_end = loop {
+                if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
+                    break pos;
+                }
+                self.fill_or_panic("response head").await;
+            };
+            let raw = String::from_utf8(self.buf[..head_end + 4].to_vec()).unwrap();
+            (raw, self.response_inner().await)
+        })
+        .await
     }
 
     /// Reads only a response head (for a `2xx` answer to `CONNECT`, which

@@ -1,0 +1,52 @@
+//! Announcing the close in the response's `Connection` header.
+
+use http::{header, HeaderMap, HeaderValue, Response, Version};
+
+/// Adds `close` to the response's `Connection` header.
+///
+/// The other tokens stay: a `426` keeps `upgrade` (RFC 9110 §7.8 wants it
+/// listed beside `Upgrade`), and other hop-by-hop names keep their meaning
+/// (§7.6.1). Only `keep-alive`, which would contradict `close`, is dropped.
+/// Several `Connection` lines become one value, `upgrade, close`.
+///
+/// For an HTTP/1.0 request the response is marked HTTP/1.0 as well (hyper
+/// sends it as HTTP/1.0 anyway): hyper would otherwise append `keep-alive`
+/// for a client that asked for it, next to the `close`.
+pub(crate) fn mark_close<ResBody>(response: &mut Response<ResBody>, request: Version) {
+    if request == Version::HTTP_10 {
+        *response.version_mut() = Version::HTTP_10;
+    }
+    let headers = response.headers_mut();
+    if lists(headers, b"close") {
+        return;
+    }
+    let mut tokens = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() || token.eq_ignore_ascii_case(b"keep-alive") {
+                continue;
+            }
+            tokens.extend_from_slice(token);
+            tokens.extend_from_slice(b", ");
+        }
+    }
+    let value = if tokens.is_empty() {
+        HeaderValue::from_static("close")
+    } else {
+        tokens.extend_from_slice(b"close");
+        // The bytes come from valid values; the fallback cannot happen.
+        HeaderValue::from_bytes(&tokens).unwrap_or(HeaderValue::from_static("close"))
+    };
+    headers.insert(header::CONNECTION, value);
+}
+
+/// Whether a `Connection` header lists `token`.
+fn lists(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|listed| listed.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}

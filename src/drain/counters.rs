@@ -1,0 +1,276 @@
+//! How request bodies ended, counted for anyone who asks.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::drainer::DrainEnd;
+
+/// Counters of what [`DrainBodyLayer`](super::DrainBodyLayer) did with request
+/// bodies, shared by every layer, service and connection it is given to.
+///
+/// Opt-in: a layer without counters counts nothing and costs nothing. Cloning
+/// is cheap (one `Arc`); clones share the counters. Read them with
+/// [`snapshot`](Self::snapshot).
+///
+/// # Example
+///
+/// ```
+/// use linger::{DrainBodyLayer, DrainCounters};
+///
+/// let counters = DrainCounters::new();
+/// let layer = DrainBodyLayer::new(256 * 1024).counters(counters.clone());
+/// # let _ = layer;
+/// let stats = counters.snapshot();
+/// assert_eq!(stats.settled(), 0);
+/// assert_eq!(stats.draining, 0);
+/// ```
+#[derive(Clone, Default)]
+pub struct DrainCounters {
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    read: AtomicU64,
+    drained_inline: AtomicU64,
+    drained: AtomicU64,
+    over_limit: AtomicU64,
+    deadline: AtomicU64,
+    body_error: AtomicU64,
+    expect_continue: AtomicU64,
+    no_timers: AtomicU64,
+    passed_through: AtomicU64,
+    abandoned: AtomicU64,
+    draining: AtomicUsize,
+    bytes_drained: AtomicU64,
+}
+
+/// A snapshot of [`DrainCounters`].
+///
+/// Every request that arrives with a body (one that has not already ended
+/// when the layer sees the request) ends up in exactly one of the outcome
+/// counters, `read` to `abandoned`, once its fate is known: usually when the
+/// response is ready, after the drain for drained bodies, and when the service
+/// lets go of it for bodies it held past the response (a body held forever is
+/// never counted). Requests without a body are not counted. `draining` is a
+/// gauge and `bytes_drained` a running total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DrainStats {
+    /// The service read the body to its end itself: nothing left to drain.
+    pub read: u64,
+    /// The rest of the body had already arrived and was taken as the response
+    /// went out, without waiting: the connection was reused at no cost.
+    pub drained_inline: u64,
+    /// The rest was drained to its end after the response: in a background
+    /// task, while the response waited (`wait_for_drain`), or after the
+    /// service dropped a body it had held past the response.
+    pub drained: u64,
+    /// Not drained, or drain stopped, because the body holds more than the
+    /// limit (including every unfinished body with a limit of 0).
+    pub over_limit: u64,
+    /// The drain ran out of time.
+    pub deadline: u64,
+    /// The body failed (bad framing, peer gone), while the service read it
+    /// or while it was drained.
+    pub body_error: u64,
+    /// Not drained: `Expect: 100-continue` and the service never asked for
+    /// the body, so reading it would invite an upload only to throw it away.
+    pub expect_continue: u64,
+    /// Not drained: no tokio runtime, or one built without timers, so the
+    /// drain could not be bounded in time.
+    pub no_timers: u64,
+    /// Left alone: HTTP/2 and later, `101 Switching Protocols`, and `2xx`
+    /// answers to `CONNECT`.
+    pub passed_through: u64,
+    /// No response left the layer (the service failed or panicked, or its
+    /// future was dropped), or a drain was dropped before it ended (its
+    /// connection or runtime went away).
+    pub abandoned: u64,
+    /// Drains in progress now: background tasks plus responses held back by
+    /// `wait_for_drain`.
+    pub draining: usize,
+    /// Bytes read and thrown away by drains, in all.
+    pub bytes_drained: u64,
+}
+
+impl DrainStats {
+    /// Requests whose body has reached an outcome: the sum of the outcome
+    /// counters (`read` to `abandoned`).
+    pub fn settled(&self) -> u64 {
+        self.read
+            + self.drained_inline
+            + self.drained
+            + self.over_limit
+            + self.deadline
+            + self.body_error
+            + self.expect_continue
+            + self.no_timers
+            + self.passed_through
+            + self.abandoned
+    }
+}
+
+impl DrainCounters {
+    /// New counters, all at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters as they are now.
+    pub fn snapshot(&self) -> DrainStats {
+        let c = &*self.counts;
+        // First: a drain that has left the gauge has already been counted.
+        let draining = c.draining.load(Ordering::Acquire);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        DrainStats {
+            read: load(&c.read),
+            drained_inline: load(&c.drained_inline),
+            drained: load(&c.drained),
+            over_limit: load(&c.over_limit),
+            deadline: load(&c.deadline),
+            body_error: load(&c.body_error),
+            expect_continue: load(&c.expect_continue),
+            no_timers: load(&c.no_timers),
+            passed_through: load(&c.passed_through),
+            abandoned: load(&c.abandoned),
+            draining,
+            bytes_drained: load(&c.bytes_drained),
+        }
+    }
+
+    /// A body that will land in one outcome counter, sooner or later.
+    pub(crate) fn tally(&self) -> Tally {
+        Tally {
+            counts: Some(Arc::clone(&self.counts)),
+            draining: false,
+        }
+    }
+}
+
+impl fmt::Debug for DrainCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DrainCounters")
+            .field(&self.snapshot())
+            .finish()
+    }
+}
+
+/// The same counters (not equal values).
+impl PartialEq for DrainCounters {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.counts, &other.counts)
+    }
+}
+
+impl Eq for DrainCounters {}
+
+/// What finally became of a request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Read,
+    DrainedInline,
+    Drained,
+    OverLimit,
+    Deadline,
+    BodyError,
+    ExpectContinue,
+    NoTimers,
+    PassedThrough,
+    Abandoned,
+}
+
+impl Outcome {
+    /// How a drain that ended with `end` counts; `inline` when it never
+    /// waited for the peer.
+    pub(crate) fn of_drain(end: DrainEnd, inline: bool) -> Self {
+        match end {
+            DrainEnd::Complete if inline => Self::DrainedInline,
+            DrainEnd::Complete => Self::Drained,
+            DrainEnd::OverLimit => Self::OverLimit,
+            DrainEnd::BodyError => Self::BodyError,
+            DrainEnd::Deadline => Self::Deadline,
+        }
+    }
+
+    /// The name used in `tracing` events, the same as the counter's.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::DrainedInline => "drained_inline",
+            Self::Drained => "drained",
+            Self::OverLimit => "over_limit",
+            Self::Deadline => "deadline",
+            Self::BodyError => "body_error",
+            Self::ExpectContinue => "expect_continue",
+            Self::NoTimers => "no_timers",
+            Self::PassedThrough => "passed_through",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// One body's entry in the counters, to be recorded exactly once.
+///
+/// It travels with the body (into a waiting response, a background drain or
+/// a held body's plan); dropped unrecorded, it counts as
+/// [`abandoned`](DrainStats::abandoned). Without counters it is empty and
+/// every operation is a no-op.
+#[derive(Default)]
+pub(crate) struct Tally {
+    counts: Option<Arc<Counts>>,
+    /// Counted in the `draining` gauge until recorded or dropped.
+    draining: bool,
+}
+
+impl Tally {
+    /// Counts this body in the `draining` gauge until it is recorded.
+    pub(crate) fn start_draining(mut self) -> Self {
+        if let (Some(counts), false) = (&self.counts, self.draining) {
+            counts.draining.fetch_add(1, Ordering::AcqRel);
+            self.draining = true;
+        }
+        self
+    }
+
+    /// Records the body's outcome and the bytes its drain threw away.
+    pub(crate) fn record(mut self, outcome: Outcome, bytes_drained: u64) {
+        self.count(outcome, bytes_drained);
+    }
+
+    fn count(&mut self, outcome: Outcome, bytes_drained: u64) {
+        let Some(counts) = self.counts.take() else {
+            return;
+        };
+        let counter = match outcome {
+            Outcome::Read => &counts.read,
+            Outcome::DrainedInline => &counts.drained_inline,
+            Outcome::Drained => &counts.drained,
+            Outcome::OverLimit => &counts.over_limit,
+            Outcome::Deadline => &counts.deadline,
+            Outcome::BodyError => &counts.body_error,
+            Outcome::ExpectContinue => &counts.expect_continue,
+            Outcome::NoTimers => &counts.no_timers,
+            Outcome::PassedThrough => &counts.passed_through,
+            Outcome::Abandoned => &counts.abandoned,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if bytes_drained > 0 {
+            counts
+                .bytes_drained
+                .fetch_add(bytes_drained, Ordering::Relaxed);
+        }
+        // After the outcome, so that `draining == 0` means every drain that
+        // has stopped is visible in its counter.
+        if self.draining {
+            counts.draining.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.count(Outcome::Abandoned, 0);
+    }
+}
