@@ -99,6 +99,14 @@ enum Stack {
     /// routes once instead of on every request.
     #[cfg(feature = "axum")]
     AxumAroundRouterWithState,
+    /// The README quick start with the axum flavour of the layer:
+    /// `router.layer(layer.axum())`.
+    #[cfg(feature = "axum")]
+    AxumReadmeAxumLayer,
+    /// `layer.axum()` around `router.with_state(())`, the form that adds no
+    /// allocation to a GET.
+    #[cfg(feature = "axum")]
+    AxumAxumLayerAroundRouter,
 }
 
 impl Stack {
@@ -120,6 +128,10 @@ impl Stack {
         Stack::AxumAroundRouter,
         #[cfg(feature = "axum")]
         Stack::AxumAroundRouterWithState,
+        #[cfg(feature = "axum")]
+        Stack::AxumReadmeAxumLayer,
+        #[cfg(feature = "axum")]
+        Stack::AxumAxumLayerAroundRouter,
     ];
 
     fn name(self) -> &'static str {
@@ -140,6 +152,10 @@ impl Stack {
             Stack::AxumAroundRouter => "axum_layer_around_router",
             #[cfg(feature = "axum")]
             Stack::AxumAroundRouterWithState => "axum_layer_around_router_with_state",
+            #[cfg(feature = "axum")]
+            Stack::AxumReadmeAxumLayer => "axum_readme_axum_layer",
+            #[cfg(feature = "axum")]
+            Stack::AxumAxumLayerAroundRouter => "axum_axum_layer_around_router_with_state",
         }
     }
 
@@ -279,6 +295,14 @@ mod axum_app {
                 let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
                 axum::serve(LingeringListener::new(tcp), make).await
             }
+            Stack::AxumReadmeAxumLayer => {
+                axum::serve(LingeringListener::new(tcp), router().layer(layer.axum())).await
+            }
+            Stack::AxumAxumLayerAroundRouter => {
+                let app = layer.axum().layer(router().with_state(()));
+                let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+                axum::serve(LingeringListener::new(tcp), make).await
+            }
             _ => unreachable!("not an axum stack: {stack:?}"),
         };
     }
@@ -342,6 +366,16 @@ fn scenarios() -> Vec<Scenario> {
         (
             "axum_around_router",
             [Stack::AxumBare, Stack::AxumAroundRouter],
+        ),
+        #[cfg(feature = "axum")]
+        (
+            "axum_axum_layer",
+            [Stack::AxumBare, Stack::AxumReadmeAxumLayer],
+        ),
+        #[cfg(feature = "axum")]
+        (
+            "axum_axum_layer_around_router",
+            [Stack::AxumBare, Stack::AxumAxumLayerAroundRouter],
         ),
         ("hyper", [Stack::HyperBare, Stack::HyperReadme]),
     ];
