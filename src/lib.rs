@@ -40,6 +40,8 @@ pub mod drain;
 pub mod lingering;
 mod timers;
 
+#[cfg(feature = "axum")]
+pub use drain::{AxumDrainBodyLayer, AxumDrainBodyService};
 pub use drain::{DrainBody, DrainBodyLayer, DrainBodyService, DrainCounters, DrainStats};
 #[cfg(feature = "axum")]
 pub use lingering::PeerAddr;

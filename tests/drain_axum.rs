@@ -85,3 +85,32 @@ async fn layer_around_router() {
     }
     ignored_bodies_keep_connection(addr).await;
 }
+
+/// `Router::layer(DrainBodyLayer::axum())`: the axum flavour, same behaviour.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn router_layer_axum_flavour() {
+    let app = if layer_enabled() {
+        router().layer(layer().axum())
+    } else {
+        router()
+    };
+    let (listener, addr) = bind().await;
+    tokio::spawn(axum::serve(listener, app).into_future());
+    ignored_bodies_keep_connection(addr).await;
+}
+
+/// `DrainBodyLayer::axum()` around `router.with_state(())`.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn axum_flavour_around_router() {
+    let (listener, addr) = bind().await;
+    if layer_enabled() {
+        let app = layer().axum().layer(router().with_state(()));
+        let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+        tokio::spawn(axum::serve(listener, make).into_future());
+    } else {
+        tokio::spawn(axum::serve(listener, router()).into_future());
+    }
+    ignored_bodies_keep_connection(addr).await;
+}

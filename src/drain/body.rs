@@ -137,7 +137,11 @@ impl<B> DrainBody<B> {
 
 impl<B> Drop for DrainBody<B> {
     fn drop(&mut self) {
-        let (Some(handoff), Some(body)) = (self.handoff.take(), self.body.take()) else {
+        // An untracked body first, without moving it out of its `Option`.
+        let Some(handoff) = self.handoff.take() else {
+            return;
+        };
+        let Some(body) = self.body.take() else {
             return;
         };
         let mut state = handoff.lock();

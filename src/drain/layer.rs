@@ -105,6 +105,52 @@ impl DrainBodyLayer {
     }
 }
 
+#[cfg(feature = "axum")]
+impl DrainBodyLayer {
+    /// The same layer, for axum only (feature `axum`): it hands the inner
+    /// service axum's own `Body` rather than a [`DrainBody`](super::DrainBody),
+    /// so that axum does not box the body again on every request.
+    ///
+    /// Handlers see the same thing either way (axum always gives them its
+    /// `Body`); only the cost differs. Around a whole `router.with_state(())`
+    /// a request without a body then costs no allocation at all; through
+    /// `Router::layer`, axum's own wrapping of each route costs two, whatever
+    /// the layer (BENCHMARKS.md, section 6).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use axum::{routing::post, Router};
+    /// use linger::DrainBodyLayer;
+    /// use tower::Layer;
+    ///
+    /// let routes = Router::new().route("/upload", post(|| async { "ignored" }));
+    /// // On the router, as `DrainBodyLayer` itself:
+    /// let app: Router = routes.clone().layer(DrainBodyLayer::new(256 * 1024).axum());
+    /// // Or around it, then `axum::ServiceExt::into_make_service` for `axum::serve`:
+    /// let app = DrainBodyLayer::new(256 * 1024).axum().layer(routes.with_state::<()>(()));
+    /// # let _ = app;
+    /// ```
+    pub fn axum(self) -> AxumDrainBodyLayer {
+        AxumDrainBodyLayer(self)
+    }
+}
+
+/// [`DrainBodyLayer`] for axum, made by [`DrainBodyLayer::axum`]: same
+/// settings, same behaviour, axum's `Body` on both sides.
+#[cfg(feature = "axum")]
+#[derive(Clone, Debug)]
+pub struct AxumDrainBodyLayer(DrainBodyLayer);
+
+#[cfg(feature = "axum")]
+impl<S> Layer<S> for AxumDrainBodyLayer {
+    type Service = super::service::AxumDrainBodyService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        super::service::AxumDrainBodyService::new(inner, self.0.clone())
+    }
+}
+
 impl Default for DrainBodyLayer {
     /// 256 KiB within 5 s, response released at once.
     fn default() -> Self {

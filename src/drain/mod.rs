@@ -127,5 +127,9 @@ mod service;
 pub use body::DrainBody;
 pub use counters::{DrainCounters, DrainStats};
 pub use future::ResponseFuture;
+#[cfg(feature = "axum")]
+pub use layer::AxumDrainBodyLayer;
 pub use layer::DrainBodyLayer;
+#[cfg(feature = "axum")]
+pub use service::AxumDrainBodyService;
 pub use service::DrainBodyService;
