@@ -1,7 +1,8 @@
 //! A seeded chaos fleet: many concurrent raw TCP clients of random behaviour
 //! against the README set-ups, the raw hyper accept loop ("Quick start:
 //! hyper") and, with `--features axum`, `axum::serve(LingeringListener, Router
-//! .layer(DrainBodyLayer::new(256 * 1024)))`. Both use short `LingerConfig`
+//! .layer(DrainBodyLayer::new(256 * 1024)))` ("Quick start: axum"), and the same
+//! with the layer's axum flavour (`.axum()`). All use short `LingerConfig`
 //! bounds and a 1.5 s drain deadline so that misbehaving peers cost little time.
 //!
 //! Behaviours: keep-alive sequences with ignored, partly read and fully read
@@ -67,7 +68,7 @@ const LIMIT: u64 = 256 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Bodies at most this large, sent at once, must always be drained.
 const SURELY_DRAINED: usize = 64 * 1024;
-/// At least two per behaviour, so that each runs against both servers.
+/// Enough that every behaviour starts once against each of the three servers.
 const CLIENTS: usize = 48;
 /// Sessions per client per second of the run, at most.
 const SESSIONS_PER_SECOND: usize = 15;
@@ -223,34 +224,38 @@ async fn start_hyper() -> Fleet {
     }
 }
 
-/// README "Quick start: axum", with short bounds.
+/// README "Quick start: axum", with short bounds; `own_body` uses the
+/// layer's axum flavour (`DrainBodyLayer::axum()`, axum's own `Body`).
 #[cfg(feature = "axum")]
-async fn start_axum() -> Fleet {
+async fn start_axum(own_body: bool) -> Fleet {
     use axum::routing::any;
     use axum::Router;
 
     let seen = Arc::new(Seen::default());
     let record = seen.clone();
     let counters = DrainCounters::new();
-    let app = Router::new()
-        .route(
-            "/{*rest}",
-            any(move |request: axum::extract::Request| {
-                let seen = record.clone();
-                async move {
-                    let (parts, body) = request.into_parts();
-                    serve_request(&seen, parts.method, parts.uri, body).await
-                }
-            }),
-        )
-        .layer(drain_layer(&counters));
+    let routes = Router::new().route(
+        "/{*rest}",
+        any(move |request: axum::extract::Request| {
+            let seen = record.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                serve_request(&seen, parts.method, parts.uri, body).await
+            }
+        }),
+    );
+    let app = if own_body {
+        routes.layer(drain_layer(&counters).axum())
+    } else {
+        routes.layer(drain_layer(&counters))
+    };
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let group = LingerGroup::new(linger_config());
     let listener = LingeringListener::with_group(tcp, group.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     Fleet {
-        name: "axum",
+        name: if own_body { "axum-own-body" } else { "axum" },
         addr,
         group,
         counters,
@@ -1298,7 +1303,9 @@ async fn chaos_fleet() {
     #[allow(unused_mut)]
     let mut fleets = vec![start_hyper().await];
     #[cfg(feature = "axum")]
-    fleets.push(start_axum().await);
+    fleets.push(start_axum(false).await);
+    #[cfg(feature = "axum")]
+    fleets.push(start_axum(true).await);
     let fleets = Arc::new(fleets);
     let metrics = tokio::runtime::Handle::current().metrics();
     // The test's own task and the servers' accept loops.
