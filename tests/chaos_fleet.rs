@@ -98,17 +98,27 @@ fn drain_layer(counters: &DrainCounters) -> DrainBodyLayer {
 #[derive(Default)]
 struct Seen {
     lines: Mutex<Vec<String>>,
-    /// Requests whose body had not ended when the handler got it: each must
-    /// land in exactly one outcome of the layer's `DrainCounters`.
+    /// Requests that reached the layer with a body that had not ended
+    /// (counted by a layer just outside it): each must land in exactly one
+    /// outcome of the layer's `DrainCounters`.
     with_body: AtomicU64,
 }
 
 impl Seen {
-    fn record<B: Body>(&self, method: &Method, path: &str, body: &B) {
-        if !body.is_end_stream() {
-            self.with_body.fetch_add(1, Ordering::Relaxed);
-        }
+    fn record(&self, method: &Method, path: &str) {
         self.lines.lock().unwrap().push(format!("{method} {path}"));
+    }
+
+    /// For a `map_request` just outside the drain layer: it runs in the same
+    /// `call`, so a request the handler never got to poll counts too.
+    fn count_body<B: Body>(seen: &Arc<Self>) -> impl Fn(Request<B>) -> Request<B> + Clone {
+        let seen = seen.clone();
+        move |request: Request<B>| {
+            if !request.body().is_end_stream() {
+                seen.with_body.fetch_add(1, Ordering::Relaxed);
+            }
+            request
+        }
     }
 }
 
@@ -122,7 +132,7 @@ where
 {
     let path = uri.path().to_owned();
     let line = format!("{method} {path}");
-    seen.record(&method, &path, &body);
+    seen.record(&method, &path);
     let mut segments = path.split('/').skip(1);
     let kind = segments.next().unwrap_or_default();
     let arg: usize = segments
@@ -192,22 +202,23 @@ async fn start_hyper() -> Fleet {
                 continue;
             };
             let seen = record.clone();
-            let service = ServiceBuilder::new().layer(layer.clone()).service_fn(
-                move |request: Request<DrainBody<Incoming>>| {
+            let service = ServiceBuilder::new()
+                .map_request(Seen::count_body::<Incoming>(&record))
+                .layer(layer.clone())
+                .service_fn(move |request: Request<DrainBody<Incoming>>| {
                     let seen = seen.clone();
                     async move {
                         let (parts, body) = request.into_parts();
                         if parts.uri.path().starts_with("/fail/") {
                             // A failing service: hyper drops the connection
                             // without closing it, the lingering drop path.
-                            seen.record(&parts.method, parts.uri.path(), &body);
+                            seen.record(&parts.method, parts.uri.path());
                             return Err(std::io::Error::other("handler failed"));
                         }
                         let response = serve_request(&seen, parts.method, parts.uri, body).await;
                         Ok(response)
                     }
-                },
-            );
+                });
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
@@ -249,6 +260,9 @@ async fn start_axum(own_body: bool) -> Fleet {
     } else {
         routes.layer(drain_layer(&counters))
     };
+    let app = app.layer(tower::util::MapRequestLayer::new(Seen::count_body::<
+        axum::body::Body,
+    >(&seen)));
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let group = LingerGroup::new(linger_config());
