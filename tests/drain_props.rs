@@ -525,12 +525,6 @@ async fn exercise(case: Arc<Case>) -> Result<(), TestCaseError> {
 
 // -------------------------------------------------------------- invariants --
 
-/// A drain dropped before it ended (its response future dropped while it
-/// waited, `wait_for_drain`) counts as `abandoned` but not the bytes it had
-/// already read: see `abandoned_drain_counts_its_bytes`. Set to true once
-/// that is fixed, so that the property checks the exact byte count there too.
-const ABANDONED_DRAINS_COUNT_THEIR_BYTES: bool = false;
-
 /// The response future was dropped at `cancelled_at` before it finished.
 fn check_cancelled(
     case: &Case,
@@ -611,16 +605,12 @@ fn check_counters_settled(
         drains
     );
     let drained = probe.delivered - log.bytes_read;
-    if drains.abandoned == 1 && !ABANDONED_DRAINS_COUNT_THEIR_BYTES {
-        prop_assert!(drains.bytes_drained <= drained, "{:?}", drains);
-    } else {
-        prop_assert_eq!(
-            drains.bytes_drained,
-            drained,
-            "bytes_drained is what the layer read: {:?}",
-            drains
-        );
-    }
+    prop_assert_eq!(
+        drains.bytes_drained,
+        drained,
+        "bytes_drained is what the layer read, abandoned drains included: {:?}",
+        drains
+    );
     if drains.drained_inline + drains.drained == 1 {
         prop_assert!(
             probe.reached_end,
@@ -1049,9 +1039,9 @@ proptest! {
 /// Minimal reproduction: `wait_for_drain(true)`, one byte of a two-byte body
 /// has arrived and the other never does; the layer takes the byte that is
 /// there, then the response future is dropped (the connection went away)
-/// while it waits. `bytes_drained` stays 0 although one byte was drained.
+/// while it waits. `bytes_drained` must count that byte (it stayed 0 before
+/// the drainer carried its own tally).
 #[test]
-#[ignore = "known bug: an abandoned drain does not count the bytes it read"]
 fn abandoned_drain_counts_its_bytes() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()

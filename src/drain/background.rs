@@ -6,7 +6,7 @@ use http_body::Body;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use super::counters::{Outcome, Tally};
+use super::counters::Outcome;
 use super::drainer::{DrainEnd, Drainer};
 
 /// Drains in a task on `runtime` until the end, the limit or `deadline`.
@@ -14,15 +14,15 @@ use super::drainer::{DrainEnd, Drainer};
 /// The deadline's timer is made inside the task, so this can be called from
 /// anywhere, `Drop` included. Dropping the body when the drain gives up tells
 /// hyper to close the connection after the response.
-pub(crate) fn spawn<B>(runtime: &Handle, drainer: Drainer<B>, deadline: Instant, tally: Tally)
+pub(crate) fn spawn<B>(runtime: &Handle, mut drainer: Drainer<B>, deadline: Instant)
 where
     B: Body + Unpin + Send + 'static,
 {
-    let tally = tally.start_draining();
-    runtime.spawn(drain(drainer, deadline, tally));
+    drainer.start_draining();
+    runtime.spawn(drain(drainer, deadline));
 }
 
-async fn drain<B>(mut drainer: Drainer<B>, deadline: Instant, tally: Tally)
+async fn drain<B>(mut drainer: Drainer<B>, deadline: Instant)
 where
     B: Body + Unpin,
 {
@@ -30,7 +30,5 @@ where
     let end = tokio::time::timeout_at(deadline, drained)
         .await
         .unwrap_or(DrainEnd::Deadline);
-    let outcome = Outcome::of_drain(end, false);
-    drainer.trace_end(outcome);
-    tally.record(outcome, drainer.drained());
+    drainer.finish(Outcome::of_drain(end, false));
 }

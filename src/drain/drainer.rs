@@ -5,14 +5,18 @@ use bytes::Buf;
 use http_body::Body;
 use tokio::time::Instant;
 
-use super::counters::Outcome;
+use super::counters::{Outcome, Tally};
 
-/// Reads and discards a body, within a byte budget.
+/// Reads and discards a body, within a byte budget, and counts how that ended.
+///
+/// A drainer dropped before [`finish`](Self::finish) (its task or its response
+/// future dropped) counts as `abandoned`, with the bytes it had drained.
 pub(crate) struct Drainer<B> {
     body: B,
     budget: u64,
     drained: u64,
     started: Instant,
+    tally: Tally,
 }
 
 /// How a drain ended.
@@ -32,27 +36,36 @@ impl<B> Drainer<B>
 where
     B: Body + Unpin,
 {
-    pub(crate) fn new(body: B, budget: u64) -> Self {
+    pub(crate) fn new(body: B, budget: u64, tally: Tally) -> Self {
         Self {
             body,
             budget,
             drained: 0,
             started: Instant::now(),
+            tally,
         }
+    }
+
+    /// Counts this drain in the `draining` gauge until it ends.
+    pub(crate) fn start_draining(&mut self) {
+        self.tally = std::mem::take(&mut self.tally).start_draining();
     }
 
     pub(crate) fn drained(&self) -> u64 {
         self.drained
     }
 
-    /// The `tracing` event for the end of this drain.
-    pub(crate) fn trace_end(&self, outcome: Outcome) {
+    /// Ends the drain with `outcome`: traced and counted. The body goes with
+    /// the drainer; dropping it unfinished tells hyper to close after the
+    /// response.
+    pub(crate) fn finish(mut self, outcome: Outcome) {
         tracing::debug!(
             outcome = outcome.as_str(),
             bytes_drained = self.drained,
             elapsed_ms = self.started.elapsed().as_millis() as u64,
             "request body drain finished"
         );
+        std::mem::take(&mut self.tally).record(outcome, self.drained);
     }
 
     /// Discards frames until the body ends, fails, or exceeds the budget.
@@ -80,5 +93,12 @@ where
                 }
             }
         }
+    }
+}
+
+impl<B> Drop for Drainer<B> {
+    fn drop(&mut self) {
+        // A no-op once `finish` has taken the tally.
+        std::mem::take(&mut self.tally).record(Outcome::Abandoned, self.drained);
     }
 }

@@ -52,7 +52,6 @@ struct Waiting<B> {
     drainer: Drainer<B>,
     deadline: Pin<Box<Sleep>>,
     version: Version,
-    tally: Tally,
 }
 
 impl<B> Watch<B> {
@@ -145,9 +144,7 @@ where
     }
 
     fn finish(self, end: DrainEnd) {
-        let outcome = Outcome::of_drain(end, false);
-        self.drainer.trace_end(outcome);
-        self.tally.record(outcome, self.drainer.drained());
+        self.drainer.finish(Outcome::of_drain(end, false));
     }
 }
 
@@ -248,14 +245,12 @@ where
 
     // Takes what has already arrived. A declared remainder above the limit
     // ends this at once, before anything is read.
-    let mut drainer = Drainer::new(body, limit);
+    let mut drainer = Drainer::new(body, limit, tally);
     if let Poll::Ready(end) = drainer.poll_drain(cx) {
         if end != DrainEnd::Complete {
             mark_close(response, version);
         }
-        let outcome = Outcome::of_drain(end, true);
-        drainer.trace_end(outcome);
-        tally.record(outcome, drainer.drained());
+        drainer.finish(Outcome::of_drain(end, true));
         return None;
     }
 
@@ -270,17 +265,17 @@ where
                 elapsed_ms = 0u64,
                 "cannot bound a drain without tokio timers; closing after the response"
             );
-            tally.record(Outcome::NoTimers, drainer.drained());
+            drainer.finish(Outcome::NoTimers);
             return None;
         }
     };
     let deadline = timers::deadline_after(timeout);
     if wait_for_drain {
+        drainer.start_draining();
         return Some(Waiting {
             drainer,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             version,
-            tally: tally.start_draining(),
         });
     }
     tracing::debug!(
@@ -289,7 +284,7 @@ where
         timeout_ms = timeout.as_millis() as u64,
         "response released; draining the rest of the request body alongside"
     );
-    background::spawn(&runtime, drainer, deadline, tally);
+    background::spawn(&runtime, drainer, deadline);
     None
 }
 

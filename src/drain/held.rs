@@ -80,7 +80,7 @@ where
                 bytes_read = progress.bytes_read,
                 "held request body dropped unfinished; draining the rest in the background"
             );
-            background::spawn(&runtime, Drainer::new(body, limit), deadline, tally);
+            background::spawn(&runtime, Drainer::new(body, limit, tally), deadline);
             return;
         }
     };
