@@ -2,6 +2,8 @@
 //! ignores and a large response). The TLS layer sends close_notify, then calls our
 //! `poll_shutdown`, which lingers on the raw TCP bytes.
 
+mod tls;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Notify;
 use tokio::time::timeout;
-use tokio_rustls::rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
-};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -35,29 +34,8 @@ async fn step<F: Future>(what: &str, fut: F) -> F::Output {
 }
 
 fn tls_configs() -> (TlsAcceptor, TlsConnector) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (
-        TlsAcceptor::from(Arc::new(server)),
-        TlsConnector::from(Arc::new(client)),
-    )
+    let (server, connector) = tls::self_signed();
+    (TlsAcceptor::from(server), connector)
 }
 
 /// An HTTPS server whose handler waits for `ready`, ignores the body and answers 4 MiB.

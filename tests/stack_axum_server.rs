@@ -9,6 +9,8 @@
 //! axum_server::bind(addr).acceptor(acceptor).serve(app.into_make_service()).await?;
 //! ```
 
+mod tls;
+
 use std::future::{Future, Ready};
 use std::io;
 use std::net::SocketAddr;
@@ -24,11 +26,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::sync::Notify;
 use tokio::time::timeout;
-use tokio_rustls::rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
-};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
-use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ServerConfig;
 
 const STEP: Duration = Duration::from_secs(10);
 const RESPONSE_LEN: usize = 4 * 1024 * 1024;
@@ -60,31 +59,6 @@ async fn step<F: Future>(what: &str, fut: F) -> F::Output {
     timeout(STEP, fut)
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// A self-signed certificate for `localhost`: the server's rustls config (ring provider)
-/// and a client connector that trusts it.
-fn tls_configs() -> (Arc<ServerConfig>, TlsConnector) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(server), TlsConnector::from(Arc::new(client)))
 }
 
 /// An axum app whose `/` waits for `ready`, ignores the body and answers 4 MiB.
@@ -125,7 +99,7 @@ fn serve(config: Arc<ServerConfig>, group: Option<LingerGroup>, app: Router) -> 
 /// Over TLS: a GET with a 1 MiB body the handler ignores and `Connection: close`, read
 /// through a small receive buffer; returns what the client's read gave.
 async fn get_with_ignored_body(group: Option<LingerGroup>) -> io::Result<Vec<u8>> {
-    let (server_config, connector) = tls_configs();
+    let (server_config, connector) = tls::self_signed();
     let ready = Arc::new(Notify::new());
     let addr = serve(server_config, group, app(ready.clone()));
     let socket = TcpSocket::new_v4().unwrap();
