@@ -23,18 +23,11 @@ use axum_server::accept::Accept;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use linger::{LingerGroup, LingeringIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpSocket;
 use tokio::sync::Notify;
 use tokio::time::timeout;
-use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::ServerConfig;
 
 const STEP: Duration = Duration::from_secs(10);
-const RESPONSE_LEN: usize = 4 * 1024 * 1024;
-const BODY_LEN: usize = 1024 * 1024;
-/// Body bytes the client sends before the handler may answer, so that the server holds
-/// unread input when it closes.
-const HEAD_START: usize = 32 * 1024;
 
 /// An axum-server acceptor that wraps every accepted stream in a [`LingeringIo`] of one
 /// [`LingerGroup`]. Give it to `RustlsAcceptor::acceptor` so that it runs beneath TLS; on
@@ -63,7 +56,7 @@ async fn step<F: Future>(what: &str, fut: F) -> F::Output {
 
 /// An axum app whose `/` waits for `ready`, ignores the body and answers 4 MiB.
 fn app(ready: Arc<Notify>) -> Router {
-    let body = vec![b'r'; RESPONSE_LEN];
+    let body = vec![b'r'; tls::RESPONSE_LEN];
     Router::new().route(
         "/",
         get(move || {
@@ -96,57 +89,13 @@ fn serve(config: Arc<ServerConfig>, group: Option<LingerGroup>, app: Router) -> 
     addr
 }
 
-/// Over TLS: a GET with a 1 MiB body the handler ignores and `Connection: close`, read
-/// through a small receive buffer; returns what the client's read gave.
+/// The #3944 client (see tests/tls) against a fresh axum-server, with `LingeringIo` under
+/// rustls when `group` is given.
 async fn get_with_ignored_body(group: Option<LingerGroup>) -> io::Result<Vec<u8>> {
     let (server_config, connector) = tls::self_signed();
     let ready = Arc::new(Notify::new());
     let addr = serve(server_config, group, app(ready.clone()));
-    let socket = TcpSocket::new_v4().unwrap();
-    // Small, so that the tail of the response is still in the server's send queue when
-    // hyper closes.
-    socket.set_recv_buffer_size(64 * 1024).unwrap();
-    let tcp = step("connect", socket.connect(addr)).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let tls = step("handshake", connector.connect(name, tcp))
-        .await
-        .unwrap();
-    let (mut rd, mut wr) = tokio::io::split(tls);
-
-    let mut first = format!(
-        "GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {BODY_LEN}\r\n\r\n"
-    )
-    .into_bytes();
-    first.extend(std::iter::repeat_n(b'a', HEAD_START));
-    step("head and body start", wr.write_all(&first))
-        .await
-        .unwrap();
-    step("flush", wr.flush()).await.unwrap();
-    ready.notify_one();
-    let writer = tokio::spawn(async move {
-        wr.write_all(&vec![b'a'; BODY_LEN - HEAD_START]).await?;
-        // close_notify and FIN: what ends the server's linger.
-        wr.shutdown().await
-    });
-    let mut got = Vec::new();
-    let read = step("read response", rd.read_to_end(&mut got))
-        .await
-        .map(|_| got);
-    if read.is_ok() {
-        step("writer", writer)
-            .await
-            .unwrap()
-            .expect("whole body sent");
-    } else {
-        writer.abort();
-    }
-    read
-}
-
-fn body_len(raw: &[u8]) -> usize {
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert!(raw.starts_with(b"HTTP/1.1 200"));
-    raw.len() - head_end
+    tls::get_with_ignored_body(addr, &connector, &ready).await
 }
 
 /// hyper issue #3944 through axum-server and rustls. With plain `RustlsAcceptor` hyper's
@@ -157,7 +106,11 @@ fn body_len(raw: &[u8]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rustls_large_response_survives_an_ignored_body() {
     match get_with_ignored_body(None).await {
-        Ok(raw) => assert_ne!(body_len(&raw), RESPONSE_LEN, "plain TCP delivered it all"),
+        Ok(raw) => assert_ne!(
+            tls::body_len(&raw),
+            tls::RESPONSE_LEN,
+            "plain TCP delivered it all"
+        ),
         Err(e) => assert!(
             matches!(
                 e.kind(),
@@ -171,7 +124,7 @@ async fn rustls_large_response_survives_an_ignored_body() {
     let raw = get_with_ignored_body(Some(group.clone()))
         .await
         .expect("clean TLS EOF");
-    assert_eq!(body_len(&raw), RESPONSE_LEN);
+    assert_eq!(tls::body_len(&raw), tls::RESPONSE_LEN);
     step("linger ends at the client's FIN", group.wait_idle()).await;
     let stats = group.stats();
     assert_eq!(stats.peer_eof, 1, "{stats:?}");

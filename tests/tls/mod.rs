@@ -1,11 +1,34 @@
-//! A self-signed certificate for `localhost` and the rustls configurations of both ends
-//! (ring provider), for the TLS tests.
+//! What the TLS tests share: a self-signed certificate for `localhost` with the rustls
+//! configurations of both ends (ring provider), and the client of hyper issue #3944.
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio::sync::Notify;
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::TlsConnector;
+
+/// The response of the servers of the scenario.
+pub const RESPONSE_LEN: usize = 4 * 1024 * 1024;
+/// The request body the handler ignores.
+const BODY_LEN: usize = 1024 * 1024;
+/// Body bytes sent before the handler may answer, so that the server holds unread input
+/// when it closes (hyper reads at most a few KiB of it).
+const HEAD_START: usize = 32 * 1024;
+
+async fn step<F: Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
 
 /// The server's configuration, and a connector that trusts its certificate.
 pub fn self_signed() -> (Arc<ServerConfig>, TlsConnector) {
@@ -29,4 +52,59 @@ pub fn self_signed() -> (Arc<ServerConfig>, TlsConnector) {
         .with_root_certificates(roots)
         .with_no_client_auth();
     (Arc::new(server), TlsConnector::from(Arc::new(client)))
+}
+
+/// hyper issue #3944 over TLS: a GET with `Connection: close` and a 1 MiB body that the
+/// handler ignores, read through a small receive buffer, so that the tail of the 4 MiB
+/// response is still in the server's send queue when hyper closes. The handler answers
+/// once `ready` is notified, after the first 32 KiB of the body. Returns what the read
+/// gave; the client ends with close_notify and FIN, which ends a linger.
+pub async fn get_with_ignored_body(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    ready: &Notify,
+) -> io::Result<Vec<u8>> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let tcp = step("connect", socket.connect(addr)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = step("handshake", connector.connect(name, tcp))
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+
+    let mut first = format!(
+        "GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-length: {BODY_LEN}\r\n\r\n"
+    )
+    .into_bytes();
+    first.extend(std::iter::repeat_n(b'a', HEAD_START));
+    step("head and body start", wr.write_all(&first))
+        .await
+        .unwrap();
+    step("flush", wr.flush()).await.unwrap();
+    ready.notify_one();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&vec![b'a'; BODY_LEN - HEAD_START]).await?;
+        wr.shutdown().await
+    });
+    let mut got = Vec::new();
+    let read = step("read response", rd.read_to_end(&mut got))
+        .await
+        .map(|_| got);
+    if read.is_ok() {
+        step("writer", writer)
+            .await
+            .unwrap()
+            .expect("whole body sent");
+    } else {
+        writer.abort();
+    }
+    read
+}
+
+/// The body length of a `200` response, head included in `raw`.
+pub fn body_len(raw: &[u8]) -> usize {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    raw.len() - head_end
 }
