@@ -3,6 +3,8 @@
 //! (Linux resets a socket closed with unread input and drops the unsent response) and
 //! passes with `LingeringIo`.
 
+mod common;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::Upload;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -109,32 +112,6 @@ enum ReadWhen {
     BodySent,
 }
 
-/// What the client saw: its read of the response, and how sending the body went.
-struct Outcome {
-    read: std::io::Result<Vec<u8>>,
-    sent: std::io::Result<()>,
-}
-
-impl Outcome {
-    /// Whether the client saw the connection reset, on reading or on sending.
-    fn reset_seen(&self) -> bool {
-        let reset = |e: &std::io::Error| {
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            )
-        };
-        self.read.as_ref().err().is_some_and(reset) || self.sent.as_ref().err().is_some_and(reset)
-    }
-
-    /// With lingering, the read ends in a clean EOF and the whole body was sent: the server
-    /// kept reading it.
-    fn clean(self) -> Vec<u8> {
-        self.sent.expect("whole body sent");
-        self.read.expect("clean EOF")
-    }
-}
-
 /// Sends `head` plus a `body_len` body the handler ignores (the first `HEAD_START` bytes
 /// before `ready` is notified, the rest in a task), then reads to the end.
 async fn upload_and_read<S>(
@@ -143,7 +120,7 @@ async fn upload_and_read<S>(
     body_len: usize,
     ready: Arc<Notify>,
     when: ReadWhen,
-) -> Outcome
+) -> Upload
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -183,7 +160,7 @@ where
             Err(std::io::ErrorKind::Other.into())
         }
     };
-    Outcome { read, sent }
+    Upload { read, sent }
 }
 
 const RESPONSE_LEN: usize = 8 * 1024 * 1024;
@@ -202,7 +179,7 @@ fn big_response_handler(ready: Arc<Notify>) -> Handler {
 
 /// The Django report (seed 003): `Connection: close`, a 4 MiB body the handler ignores and
 /// an 8 MiB response; the client sends the body, waits 200 ms, then reads.
-async fn seed_scenario(group: Option<LingerGroup>) -> Outcome {
+async fn seed_scenario(group: Option<LingerGroup>) -> Upload {
     let ready = Arc::new(Notify::new());
     let addr = serve_http1(group, big_response_handler(ready.clone())).await;
     let stream = connect_small_rcvbuf(addr).await;
@@ -251,7 +228,7 @@ async fn upload_to_gated_handler(
     group: Option<LingerGroup>,
     body_len: usize,
     answer: fn() -> Result<Response<Full<Bytes>>, String>,
-) -> Outcome {
+) -> Upload {
     let ready = Arc::new(Notify::new());
     let handler: Handler = {
         let ready = ready.clone();
@@ -270,7 +247,7 @@ async fn upload_to_gated_handler(
 }
 
 /// An early 413 to a 16 MiB upload the handler never reads.
-async fn early_413(group: Option<LingerGroup>) -> Outcome {
+async fn early_413(group: Option<LingerGroup>) -> Upload {
     upload_to_gated_handler(group, 16 * 1024 * 1024, || {
         let mut res = Response::new(Full::new(Bytes::from_static(b"too large")));
         *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
@@ -302,7 +279,7 @@ async fn early_413_reaches_uploading_client() {
 }
 
 /// The service fails with the body unread: hyper drops the IO without `poll_shutdown`.
-async fn service_error(group: Option<LingerGroup>) -> Outcome {
+async fn service_error(group: Option<LingerGroup>) -> Upload {
     upload_to_gated_handler(group, 1024 * 1024, || Err(String::from("handler failed"))).await
 }
 

@@ -19,9 +19,8 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use axum::Router;
-use common::{get, post_head, step, Client};
+use common::{get, post_head, step, upload_over, Client, Upload};
 use linger::{DrainBodyLayer, LingerGroup, LingeringListener};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const BODY_LIMIT: usize = 1024;
@@ -69,24 +68,10 @@ async fn serve(app: Router, lingering: bool) -> (SocketAddr, LingerGroup) {
 }
 
 /// Writes a 16 MiB upload to `/upload`, then FIN, while reading the response to the end.
-async fn upload(addr: SocketAddr) -> (std::io::Result<Vec<u8>>, std::io::Result<()>) {
+async fn upload(addr: SocketAddr) -> Upload {
     let stream = step("connect", TcpStream::connect(addr)).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        wr.write_all(post_head("/upload", LARGE_UPLOAD).as_bytes())
-            .await?;
-        let chunk = vec![b'u'; 64 * 1024];
-        for _ in 0..LARGE_UPLOAD / chunk.len() {
-            wr.write_all(&chunk).await?;
-        }
-        wr.shutdown().await
-    });
-    let mut raw = Vec::new();
-    let read = step("read to EOF", rd.read_to_end(&mut raw))
-        .await
-        .map(|_| raw);
-    let sent = step("upload", writer).await.unwrap();
-    (read, sent)
+    let head = post_head("/upload", LARGE_UPLOAD).into_bytes();
+    upload_over(stream, head, LARGE_UPLOAD).await
 }
 
 /// A 16 MiB upload against a 1 KiB `DefaultBodyLimit`: the extractor's 413 (marked
@@ -96,20 +81,11 @@ async fn upload(addr: SocketAddr) -> (std::io::Result<Vec<u8>>, std::io::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_body_limit_413_to_a_large_upload_arrives_whole() {
     let (plain, _) = serve(drain_then_limit(), false).await;
-    let (read, sent) = upload(plain).await;
-    let reset = |e: &std::io::Error| {
-        matches!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-        )
-    };
-    assert!(
-        read.as_ref().err().is_some_and(reset) || sent.as_ref().err().is_some_and(reset),
-        "plain TCP: expected a reset"
-    );
+    let plain = upload(plain).await;
+    assert!(plain.reset_seen(), "plain TCP: expected a reset");
 
     let (addr, group) = serve(drain_then_limit(), true).await;
-    let (read, sent) = upload(addr).await;
+    let Upload { read, sent } = upload(addr).await;
     sent.expect("whole upload sent: the server kept reading");
     let raw = read.expect("clean EOF");
     let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();

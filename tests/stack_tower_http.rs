@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{get, post_head, step, Client, Closed, Parsed};
+use common::{get, post_head, step, upload_over, Client, Closed, Parsed, Upload};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use linger::{DrainBodyLayer, LingerGroup, LingeringListener};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::{Service, ServiceBuilder};
 use tower_http::decompression::RequestDecompressionLayer;
@@ -187,54 +187,11 @@ async fn early_answer_then_reuse(
     early
 }
 
-/// What a client uploading a large body saw.
-struct Upload {
-    /// The raw response up to EOF, or the read error.
-    read: std::io::Result<Vec<u8>>,
-    /// Whether the whole body and the client's FIN went out.
-    sent: std::io::Result<()>,
-}
-
-impl Upload {
-    fn reset_seen(&self) -> bool {
-        let reset = |e: &std::io::Error| {
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-            )
-        };
-        self.read.as_ref().err().is_some_and(reset) || self.sent.as_ref().err().is_some_and(reset)
-    }
-
-    /// The response, which must have ended in a clean EOF after the whole body was sent.
-    fn clean(self) -> Vec<u8> {
-        self.sent.expect("whole body sent: the server kept reading");
-        self.read.expect("clean EOF")
-    }
-}
-
 /// Writes `head` and `body_len` bytes of body, then FIN, while reading the response to
 /// the end.
 async fn upload(addr: SocketAddr, head: String, body_len: usize) -> Upload {
     let stream = step("connect", TcpStream::connect(addr)).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        wr.write_all(head.as_bytes()).await?;
-        let chunk = vec![b'u'; 64 * 1024];
-        let mut left = body_len;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            wr.write_all(&chunk[..n]).await?;
-            left -= n;
-        }
-        wr.shutdown().await
-    });
-    let mut raw = Vec::new();
-    let read = step("read to EOF", rd.read_to_end(&mut raw))
-        .await
-        .map(|_| raw);
-    let sent = step("send the upload", writer).await.unwrap();
-    Upload { read, sent }
+    upload_over(stream, head.into_bytes(), body_len).await
 }
 
 fn head_of(raw: &[u8]) -> String {

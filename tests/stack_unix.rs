@@ -7,8 +7,9 @@
 //! staged close fixes that on Unix sockets as on TCP.
 #![cfg(all(unix, feature = "axum"))]
 
+mod common;
+
 use std::future::{Future, IntoFuture};
-use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
+use common::{upload_over, Upload};
 use linger::{DrainBodyLayer, LingerGroup, LingeringListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
@@ -121,19 +123,13 @@ async fn read_response(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> (String, Ve
 async fn early_413_to_a_large_upload_over_a_unix_socket() {
     let (plain_dir, _) = serve(false).await;
     let plain = upload(&plain_dir).await;
-    let reset = |e: &io::Error| {
-        matches!(
-            e.kind(),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-        )
-    };
     assert!(
-        plain.0.as_ref().err().is_some_and(reset) || plain.1.as_ref().err().is_some_and(reset),
+        plain.reset_seen(),
         "plain Unix socket: expected a reset or a broken pipe"
     );
 
     let (dir, group) = serve(true).await;
-    let (read, sent) = upload(&dir).await;
+    let Upload { read, sent } = upload(&dir).await;
     sent.expect("whole upload sent: the server kept reading");
     let raw = read.expect("clean EOF");
     let text = String::from_utf8_lossy(&raw);
@@ -150,27 +146,13 @@ async fn early_413_to_a_large_upload_over_a_unix_socket() {
 }
 
 /// Sends a 16 MiB upload to `/upload` and its shutdown while reading to the end.
-async fn upload(dir: &SocketDir) -> (io::Result<Vec<u8>>, io::Result<()>) {
+async fn upload(dir: &SocketDir) -> Upload {
     let stream = step("connect", UnixStream::connect(dir.socket()))
         .await
         .unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        let head =
-            format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {LARGE_UPLOAD}\r\n\r\n");
-        wr.write_all(head.as_bytes()).await?;
-        let chunk = vec![b'u'; 64 * 1024];
-        for _ in 0..LARGE_UPLOAD / chunk.len() {
-            wr.write_all(&chunk).await?;
-        }
-        wr.shutdown().await
-    });
-    let mut raw = Vec::new();
-    let read = step("read to EOF", rd.read_to_end(&mut raw))
-        .await
-        .map(|_| raw);
-    let sent = step("upload", writer).await.unwrap();
-    (read, sent)
+    let head =
+        format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {LARGE_UPLOAD}\r\n\r\n");
+    upload_over(stream, head.into_bytes(), LARGE_UPLOAD).await
 }
 
 /// `DrainBodyLayer` over a Unix socket: a body sent only after the early 413 is drained
