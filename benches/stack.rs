@@ -61,7 +61,7 @@ use tower::ServiceBuilder;
 static GLOBAL: common::CountingAlloc<false> = common::CountingAlloc;
 
 /// The README's limit.
-const README_LIMIT: u64 = 256 * 1024;
+const README_LIMIT: usize = 256 * 1024;
 
 /// Set in the child processes that callgrind runs: `<stack>:<request>:<n>`.
 const CHILD_ENV: &str = "LINGER_BENCH_CALLGRIND_CHILD";

@@ -53,3 +53,38 @@ pub(crate) fn deadline_after(after: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(after.min(FAR)).unwrap_or(now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let now = Instant::now();
+        let far = deadline_after(Duration::MAX);
+        assert!(far >= now + FAR && far <= Instant::now() + FAR);
+        let soon = deadline_after(Duration::from_secs(1));
+        assert!(soon > now && soon <= Instant::now() + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn no_runtime_means_no_timers() {
+        assert!(!available());
+    }
+
+    #[test]
+    fn a_runtime_without_timers_is_found_out() {
+        let without = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let with = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        assert!(with.block_on(async { available() }));
+        assert!(!without.block_on(async { available() }));
+        // Asked again, from the cache.
+        assert!(!without.block_on(async { available() }));
+        assert!(with.block_on(async { available() }));
+    }
+}

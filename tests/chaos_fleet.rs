@@ -87,7 +87,7 @@ fn linger_config() -> LingerConfig {
 }
 
 fn drain_layer(counters: &DrainCounters) -> DrainBodyLayer {
-    DrainBodyLayer::new(LIMIT)
+    DrainBodyLayer::new(usize::try_from(LIMIT).expect("limit fits usize"))
         .timeout(DRAIN_TIMEOUT)
         .counters(counters.clone())
 }

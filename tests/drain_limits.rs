@@ -22,7 +22,7 @@ const KIB: usize = 1024;
 async fn declared_remainder_over_limit_closes_at_once() {
     for wait in [false, true] {
         let deadline = Duration::from_secs(2);
-        let layer = DrainBodyLayer::new(256 * KIB as u64)
+        let layer = DrainBodyLayer::new(256 * KIB)
             .timeout(deadline)
             .wait_for_drain(wait);
         let server = serve(layer, ignore_or_consume).await;
@@ -69,7 +69,7 @@ async fn chunked_flood(layer: DrainBodyLayer) -> (Server, Parsed, Closed) {
 /// Plain hyper: no `Connection: close` — fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_over_limit_waiting_mode_says_close() {
-    let layer = DrainBodyLayer::new(64 * KIB as u64)
+    let layer = DrainBodyLayer::new(64 * KIB)
         .timeout(Duration::from_secs(4))
         .wait_for_drain(true);
     let (server, res, _closed) = chunked_flood(layer).await;
@@ -89,7 +89,7 @@ async fn chunked_over_limit_waiting_mode_says_close() {
 /// against an unbounded drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_over_limit_default_mode_closes() {
-    let layer = DrainBodyLayer::new(64 * KIB as u64).timeout(Duration::from_secs(4));
+    let layer = DrainBodyLayer::new(64 * KIB).timeout(Duration::from_secs(4));
     let (server, res, _closed) = chunked_flood(layer).await;
     assert_ok(&res, "ignored");
     assert!(

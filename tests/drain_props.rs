@@ -482,7 +482,7 @@ async fn exercise(case: Arc<Case>) -> Result<(), TestCaseError> {
     let log = SharedLog::default();
     let request = build_request(&case, ScriptedBody::new(&case.script, start, probe.clone()));
     let counters = DrainCounters::new();
-    let layer = DrainBodyLayer::new(case.limit)
+    let layer = DrainBodyLayer::new(usize::try_from(case.limit).expect("limit fits usize"))
         .timeout(Duration::from_millis(case.timeout_ms))
         .wait_for_drain(case.wait_for_drain)
         .counters(counters.clone());

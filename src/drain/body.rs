@@ -1,40 +1,23 @@
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
-use super::held::WhenDropped;
+use super::decision::{HeldBody, Progress, UnreadBody};
 
 /// The request body as the inner service sees it.
 ///
-/// It behaves exactly like the body it wraps. When the handler drops it
+/// It behaves exactly like the body it wraps. When the service drops it
 /// before the end, the unread rest goes back to the layer, which decides
 /// whether to drain it: right away if the response is not out yet, or in a
-/// background task if the handler held the body past its response.
+/// background task if the service held the body past its response.
 pub struct DrainBody<B> {
     body: Option<B>,
     handoff: Option<Arc<Handoff<B>>>,
     progress: Progress,
-}
-
-/// What the handler did with the body, as seen when it let go of it.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Progress {
-    /// The handler polled the body at least once (for `Expect: 100-continue`
-    /// that means hyper has sent, or is about to send, `100 Continue`).
-    pub(crate) polled: bool,
-    pub(crate) ended: bool,
-    pub(crate) failed: bool,
-    pub(crate) bytes_read: u64,
-}
-
-/// The body as the handler left it.
-pub(crate) struct Returned<B> {
-    pub(crate) body: B,
-    pub(crate) progress: Progress,
 }
 
 /// Where the body and the layer meet when one of them is done: the service
@@ -50,60 +33,60 @@ pub(crate) struct Handoff<B> {
 }
 
 enum State<B> {
-    /// The service has the body; the response is not settled yet.
-    Lent,
-    /// Dropped after its end while the response was not settled yet.
-    Ended,
-    /// Dropped before its end while the response was not settled yet.
-    Returned(Returned<B>),
+    /// The service has the body; no response yet.
+    WithService,
+    /// The service dropped the body at its end, before the response.
+    DroppedAtEnd,
+    /// The service dropped the body before its end, before the response.
+    DroppedUnfinished(UnreadBody<B>),
     /// The response went out while the service held the body: this runs
     /// when the service drops it.
-    Planned(WhenDropped<B>),
+    DrainWhenDropped(HeldBody<B>),
     /// Nothing more to do.
-    Settled,
+    Done,
+}
+
+/// Where the body is when the response is ready.
+pub(crate) enum AtResponse<'a, B> {
+    /// Still with the service (moved into a task, or into the response).
+    StillHeld(HeldSlot<'a, B>),
+    /// Read to its end.
+    Finished,
+    /// Dropped before its end.
+    Unfinished(UnreadBody<B>),
+}
+
+/// The handoff, locked, of a body the service still holds at the response.
+pub(crate) struct HeldSlot<'a, B>(MutexGuard<'a, State<B>>);
+
+impl<B> HeldSlot<'_, B> {
+    /// Leaves `plan` to run when the service drops the body.
+    pub(crate) fn drain_when_dropped(mut self, plan: HeldBody<B>) {
+        *self.0 = State::DrainWhenDropped(plan);
+    }
 }
 
 impl<B> Handoff<B> {
-    /// What the service did with the body, once the response exists. If it
-    /// still holds the body, `plan` is made and left for when it lets go.
-    pub(crate) fn settle(&self, plan: impl FnOnce() -> WhenDropped<B>) -> LetGo<B>
-    where
-        B: Body,
-    {
+    /// Where the body is, now that the response exists. Whatever the answer,
+    /// the body is the response's business from here on.
+    pub(crate) fn at_response(&self) -> AtResponse<'_, B> {
         let mut state = self.lock();
-        match std::mem::replace(&mut *state, State::Settled) {
-            State::Returned(returned) if !returned.body.is_end_stream() => {
-                LetGo::Unfinished(returned)
-            }
-            State::Lent => {
-                *state = State::Planned(plan());
-                LetGo::Held
-            }
-            State::Ended | State::Returned(_) | State::Planned(_) | State::Settled => {
-                LetGo::Finished
-            }
+        match std::mem::replace(&mut *state, State::Done) {
+            State::WithService => AtResponse::StillHeld(HeldSlot(state)),
+            State::DroppedUnfinished(unread) => AtResponse::Unfinished(unread),
+            State::DroppedAtEnd | State::DrainWhenDropped(_) | State::Done => AtResponse::Finished,
         }
     }
 
     /// The layer wants nothing more from the body (the connection was
     /// taken over): a body dropped later is just dropped.
     pub(crate) fn pass_through(&self) {
-        *self.lock() = State::Settled;
+        *self.lock() = State::Done;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<B>> {
+    fn lock(&self) -> MutexGuard<'_, State<B>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// What became of the body by the time the response was ready.
-pub(crate) enum LetGo<B> {
-    /// Still held by the service (moved into a task, or into the response).
-    Held,
-    /// Read to its end.
-    Finished,
-    /// Dropped before its end.
-    Unfinished(Returned<B>),
 }
 
 impl<B> DrainBody<B> {
@@ -119,7 +102,7 @@ impl<B> DrainBody<B> {
     /// A body whose unread rest goes back to the layer when dropped.
     pub(crate) fn tracked(body: B) -> (Self, Arc<Handoff<B>>) {
         let handoff = Arc::new(Handoff {
-            state: Mutex::new(State::Lent),
+            state: Mutex::new(State::WithService),
         });
         let body = Self {
             body: Some(body),
@@ -144,20 +127,18 @@ impl<B> Drop for DrainBody<B> {
         let Some(body) = self.body.take() else {
             return;
         };
+        let unread = UnreadBody {
+            body,
+            progress: self.progress,
+        };
         let mut state = handoff.lock();
-        match std::mem::replace(&mut *state, State::Settled) {
-            State::Planned(plan) => {
+        match std::mem::replace(&mut *state, State::Done) {
+            State::DrainWhenDropped(plan) => {
                 drop(state);
-                // Spawns at most; no timer is made here.
-                plan.run(body, self.progress);
+                plan.dropped(unread);
             }
-            State::Lent if self.progress.ended => *state = State::Ended,
-            State::Lent => {
-                *state = State::Returned(Returned {
-                    body,
-                    progress: self.progress,
-                });
-            }
+            State::WithService if self.progress.ended => *state = State::DroppedAtEnd,
+            State::WithService => *state = State::DroppedUnfinished(unread),
             other => *state = other,
         }
     }
@@ -183,7 +164,8 @@ where
         match &frame {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.progress.bytes_read += data.remaining() as u64;
+                    let len = u64::try_from(data.remaining()).unwrap_or(u64::MAX);
+                    this.progress.bytes_read = this.progress.bytes_read.saturating_add(len);
                 }
                 // A Content-Length body is over with its last byte, even if
                 // the handler never polls for the `None` after it.
@@ -219,19 +201,26 @@ impl<B> fmt::Debug for DrainBody<B> {
 #[cfg(test)]
 mod tests {
     use std::sync::Barrier;
+    use std::time::Duration;
 
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
 
     use super::*;
     use crate::drain::counters::DrainCounters;
-    use crate::drain::held::Plan;
+    use crate::drain::decision::{Rules, Schedule};
 
     /// The body's drop and the response's settling race on two threads:
     /// whichever comes first, the body is settled exactly once (taken by the
     /// response, read, or run through the held-body plan, which counts it).
     #[test]
     fn drop_and_settle_race_settles_once() {
+        let rules = Rules {
+            limit: 1024,
+            timeout: Duration::ZERO,
+            wait_for_drain: false,
+            expects_continue: false,
+        };
         for ended in [false, true] {
             for _ in 0..2000 {
                 let counters = DrainCounters::new();
@@ -251,22 +240,17 @@ mod tests {
                     })
                 };
                 barrier.wait();
-                let plan = || {
-                    WhenDropped::new(Plan {
-                        limit: 1024,
-                        deadline: crate::timers::deadline_after(std::time::Duration::ZERO),
+                let settled_here = match handoff.at_response() {
+                    AtResponse::StillHeld(slot) => {
                         // No runtime: an unfinished held body counts as `no_timers`.
-                        runtime: None,
-                        expects_continue: false,
-                        tally: counters.tally(),
-                    })
-                };
-                let settled_here = match handoff.settle(plan) {
-                    LetGo::Held => 0,
-                    LetGo::Finished => 1,
-                    LetGo::Unfinished(returned) => {
+                        let schedule = Schedule::from_now(Duration::ZERO);
+                        slot.drain_when_dropped(HeldBody::new(rules, schedule, counters.tally()));
+                        0
+                    }
+                    AtResponse::Finished => 1,
+                    AtResponse::Unfinished(unread) => {
                         assert!(!ended);
-                        assert!(!returned.body.is_end_stream());
+                        assert!(!unread.body.is_end_stream());
                         1
                     }
                 };

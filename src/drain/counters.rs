@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::drainer::DrainEnd;
+use std::time::Duration;
 
 /// Counters of what [`DrainBodyLayer`](super::DrainBodyLayer) did with request
 /// bodies, shared by every layer, service and connection it is given to.
@@ -99,16 +99,20 @@ impl DrainStats {
     /// Requests whose body has reached an outcome: the sum of the outcome
     /// counters (`read` to `abandoned`).
     pub fn settled(&self) -> u64 {
-        self.read
-            + self.drained_inline
-            + self.drained
-            + self.over_limit
-            + self.deadline
-            + self.body_error
-            + self.expect_continue
-            + self.no_timers
-            + self.passed_through
-            + self.abandoned
+        [
+            self.read,
+            self.drained_inline,
+            self.drained,
+            self.over_limit,
+            self.deadline,
+            self.body_error,
+            self.expect_continue,
+            self.no_timers,
+            self.passed_through,
+            self.abandoned,
+        ]
+        .into_iter()
+        .fold(0, u64::saturating_add)
     }
 }
 
@@ -144,7 +148,7 @@ impl DrainCounters {
     pub(crate) fn tally(&self) -> Tally {
         Tally {
             counts: Some(Arc::clone(&self.counts)),
-            draining: false,
+            ..Tally::uncounted()
         }
     }
 }
@@ -156,15 +160,6 @@ impl fmt::Debug for DrainCounters {
             .finish()
     }
 }
-
-/// The same counters (not equal values).
-impl PartialEq for DrainCounters {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.counts, &other.counts)
-    }
-}
-
-impl Eq for DrainCounters {}
 
 /// What finally became of a request body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,18 +177,6 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// How a drain that ended with `end` counts; `inline` when it never
-    /// waited for the peer.
-    pub(crate) fn of_drain(end: DrainEnd, inline: bool) -> Self {
-        match end {
-            DrainEnd::Complete if inline => Self::DrainedInline,
-            DrainEnd::Complete => Self::Drained,
-            DrainEnd::OverLimit => Self::OverLimit,
-            DrainEnd::BodyError => Self::BodyError,
-            DrainEnd::Deadline => Self::Deadline,
-        }
-    }
-
     /// The name used in `tracing` events, the same as the counter's.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -211,35 +194,53 @@ impl Outcome {
     }
 }
 
-/// One body's entry in the counters, to be recorded exactly once.
+/// One body's entry in the counters, settled exactly once: the one place
+/// where an outcome is traced and counted.
 ///
 /// It travels with the body (into a waiting response, a background drain or
-/// a held body's plan); dropped unrecorded, it counts as
-/// [`abandoned`](DrainStats::abandoned). Without counters it is empty and
-/// every operation is a no-op.
-#[derive(Default)]
+/// a held body's plan); dropped unsettled, it counts as
+/// [`abandoned`](DrainStats::abandoned). Without counters it only traces.
 pub(crate) struct Tally {
     counts: Option<Arc<Counts>>,
-    /// Counted in the `draining` gauge until recorded or dropped.
+    /// Counted in the `draining` gauge until settled or dropped.
     draining: bool,
+    settled: bool,
 }
 
 impl Tally {
-    /// Counts this body in the `draining` gauge until it is recorded.
-    pub(crate) fn start_draining(mut self) -> Self {
+    /// A body that is traced but not counted.
+    pub(crate) const fn uncounted() -> Self {
+        Self {
+            counts: None,
+            draining: false,
+            settled: false,
+        }
+    }
+
+    /// Counts this body in the `draining` gauge until it is settled.
+    pub(crate) fn start_draining(&mut self) {
         if let (Some(counts), false) = (&self.counts, self.draining) {
             counts.draining.fetch_add(1, Ordering::AcqRel);
             self.draining = true;
         }
-        self
     }
 
-    /// Records the body's outcome and the bytes its drain threw away.
-    pub(crate) fn record(mut self, outcome: Outcome, bytes_drained: u64) {
-        self.count(outcome, bytes_drained);
+    /// Settles the body: `outcome`, with the bytes its drain threw away and
+    /// the time that took.
+    pub(crate) fn settle(mut self, outcome: Outcome, bytes_drained: u64, elapsed: Duration) {
+        self.count(outcome, bytes_drained, elapsed);
     }
 
-    fn count(&mut self, outcome: Outcome, bytes_drained: u64) {
+    fn count(&mut self, outcome: Outcome, bytes_drained: u64, elapsed: Duration) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        tracing::debug!(
+            outcome = outcome.as_str(),
+            bytes_drained,
+            elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "request body settled"
+        );
         let Some(counts) = self.counts.take() else {
             return;
         };
@@ -271,6 +272,6 @@ impl Tally {
 
 impl Drop for Tally {
     fn drop(&mut self) {
-        self.count(Outcome::Abandoned, 0);
+        self.count(Outcome::Abandoned, 0, Duration::ZERO);
     }
 }

@@ -1,22 +1,29 @@
+//! Reading a body to its end only to throw it away, within a byte limit, at
+//! once or in a task of its own.
+
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Buf;
 use http_body::Body;
+use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::counters::{Outcome, Tally};
 
-/// Reads and discards a body, within a byte budget, and counts how that ended.
+/// Reads and discards a body, within a byte limit, and settles its
+/// [`Tally`] with how that ended.
 ///
 /// A drainer dropped before [`finish`](Self::finish) (its task or its response
 /// future dropped) counts as `abandoned`, with the bytes it had drained.
 pub(crate) struct Drainer<B> {
     body: B,
-    budget: u64,
+    limit: u64,
     drained: u64,
     started: Instant,
-    tally: Tally,
+    /// Taken when the drain is settled.
+    tally: Option<Tally>,
 }
 
 /// How a drain ended.
@@ -24,7 +31,7 @@ pub(crate) struct Drainer<B> {
 pub(crate) enum DrainEnd {
     /// The end of the body was reached: the connection can be reused.
     Complete,
-    /// The body holds more than the budget allows.
+    /// The body holds more than the limit allows.
     OverLimit,
     /// The body failed (bad framing, peer gone).
     BodyError,
@@ -32,43 +39,54 @@ pub(crate) enum DrainEnd {
     Deadline,
 }
 
+impl DrainEnd {
+    /// How a drain that ended so counts; `inline` when it never waited for
+    /// the peer.
+    fn outcome(self, inline: bool) -> Outcome {
+        match self {
+            Self::Complete if inline => Outcome::DrainedInline,
+            Self::Complete => Outcome::Drained,
+            Self::OverLimit => Outcome::OverLimit,
+            Self::BodyError => Outcome::BodyError,
+            Self::Deadline => Outcome::Deadline,
+        }
+    }
+}
+
 impl<B> Drainer<B>
 where
     B: Body + Unpin,
 {
-    pub(crate) fn new(body: B, budget: u64, tally: Tally) -> Self {
+    pub(crate) fn new(body: B, limit: u64, tally: Tally) -> Self {
         Self {
             body,
-            budget,
+            limit,
             drained: 0,
             started: Instant::now(),
-            tally,
+            tally: Some(tally),
         }
+    }
+
+    /// Ends the drain: traced and counted, as drained in place (`inline`) or
+    /// after waiting for the peer. The body goes with the drainer; dropping it
+    /// unfinished tells hyper to close after the response.
+    pub(crate) fn finish(mut self, end: DrainEnd, inline: bool) {
+        self.settle(end.outcome(inline));
+    }
+
+    /// Ends the drain before it started waiting for the peer, as `outcome`.
+    pub(crate) fn give_up(mut self, outcome: Outcome) {
+        self.settle(outcome);
     }
 
     /// Counts this drain in the `draining` gauge until it ends.
     pub(crate) fn start_draining(&mut self) {
-        self.tally = std::mem::take(&mut self.tally).start_draining();
+        if let Some(tally) = &mut self.tally {
+            tally.start_draining();
+        }
     }
 
-    pub(crate) fn drained(&self) -> u64 {
-        self.drained
-    }
-
-    /// Ends the drain with `outcome`: traced and counted. The body goes with
-    /// the drainer; dropping it unfinished tells hyper to close after the
-    /// response.
-    pub(crate) fn finish(mut self, outcome: Outcome) {
-        tracing::debug!(
-            outcome = outcome.as_str(),
-            bytes_drained = self.drained,
-            elapsed_ms = self.started.elapsed().as_millis() as u64,
-            "request body drain finished"
-        );
-        std::mem::take(&mut self.tally).record(outcome, self.drained);
-    }
-
-    /// Discards frames until the body ends, fails, or exceeds the budget.
+    /// Discards frames until the body ends, fails, or exceeds the limit.
     ///
     /// Also the way to "take what has already arrived": it returns `Pending`
     /// as soon as the body has nothing more at hand.
@@ -77,7 +95,7 @@ where
             if self.body.is_end_stream() {
                 return Poll::Ready(DrainEnd::Complete);
             }
-            if self.body.size_hint().lower() > self.budget - self.drained {
+            if self.body.size_hint().lower() > self.limit.saturating_sub(self.drained) {
                 return Poll::Ready(DrainEnd::OverLimit);
             }
             let Some(frame) = ready!(Pin::new(&mut self.body).poll_frame(cx)) else {
@@ -87,8 +105,9 @@ where
                 return Poll::Ready(DrainEnd::BodyError);
             };
             if let Some(data) = frame.data_ref() {
-                self.drained += data.remaining() as u64;
-                if self.drained > self.budget {
+                let len = u64::try_from(data.remaining()).unwrap_or(u64::MAX);
+                self.drained = self.drained.saturating_add(len);
+                if self.drained > self.limit {
                     return Poll::Ready(DrainEnd::OverLimit);
                 }
             }
@@ -96,9 +115,43 @@ where
     }
 }
 
+impl<B> Drainer<B>
+where
+    B: Body + Unpin + Send + 'static,
+{
+    /// Drains the rest in a task on `runtime`, until the end, the limit or
+    /// `deadline`, while the response goes its way.
+    ///
+    /// The deadline's timer is made inside the task, so this can be called
+    /// from anywhere, `Drop` included. Dropping the body when the drain gives
+    /// up tells hyper to close the connection after the response.
+    pub(crate) fn spawn(mut self, runtime: &Handle, deadline: Instant) {
+        self.start_draining();
+        runtime.spawn(async move {
+            let drained = poll_fn(|cx| self.poll_drain(cx));
+            let end = tokio::time::timeout_at(deadline, drained)
+                .await
+                .unwrap_or(DrainEnd::Deadline);
+            self.finish(end, false);
+        });
+    }
+}
+
+impl<B> Drainer<B> {
+    pub(crate) fn drained(&self) -> u64 {
+        self.drained
+    }
+
+    fn settle(&mut self, outcome: Outcome) {
+        if let Some(tally) = self.tally.take() {
+            tally.settle(outcome, self.drained, self.started.elapsed());
+        }
+    }
+}
+
 impl<B> Drop for Drainer<B> {
     fn drop(&mut self) {
-        // A no-op once `finish` has taken the tally.
-        std::mem::take(&mut self.tally).record(Outcome::Abandoned, self.drained);
+        // A no-op once `finish` has settled the tally.
+        self.settle(Outcome::Abandoned);
     }
 }

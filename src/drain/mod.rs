@@ -13,30 +13,32 @@
 //! Requests without a body, and HTTP/2 and later (where a stream ends
 //! without touching the connection), pass through at the cost of a check
 //! (with [`DrainCounters`], an HTTP/2 body is also counted). For the others,
-//! once the inner service has produced its response:
+//! once the inner service has produced its response, the first step that
+//! applies decides:
 //!
-//! 1. `101 Switching Protocols`, and a `2xx` answer to `CONNECT`, hand the
-//!    connection over: the body is left alone. Other answers to requests
-//!    that offer `Upgrade` (`curl --http2` sends `Upgrade: h2c`) or to
-//!    `CONNECT` are ordinary responses, and their bodies are treated like any
-//!    other, as hyper does. HTTP/1.0 has no upgrades.
-//! 2. A body read to its end needs nothing.
-//! 3. `Expect: 100-continue` with a body the service never polled, a body
-//!    that already failed, a declared remainder above the limit, and any
-//!    unfinished body with a limit of 0, are not read at all: the response
-//!    gets `Connection: close`.
-//! 4. Otherwise, what has already arrived is taken without waiting. If that
-//!    reaches the end, the response goes out unchanged and the connection is
-//!    reused at no cost.
-//! 5. If more is still to come, the response is released at once and the rest
-//!    is drained alongside in a tokio task, within the limit and the
-//!    [`timeout`](DrainBodyLayer::timeout). When it reaches the end, hyper
-//!    serves the next request on the connection; when it gives up, hyper
-//!    closes the connection after the response. With
-//!    [`wait_for_drain`](DrainBodyLayer::wait_for_drain) the response waits
-//!    for the drain instead, and giving up adds `Connection: close`. Without
-//!    a tokio runtime, or in one built without timers, the drain could not be
-//!    bounded in time: the response gets `Connection: close` instead.
+//! | # | the body, when the response is ready | what the layer does | the connection | counted as |
+//! |---|---|---|---|---|
+//! | 1 | any body, and the answer is `101 Switching Protocols`, or a `2xx` to `CONNECT` | leaves it alone: the connection is handed over | handed over | `passed_through` |
+//! | 2 | read to its end | nothing | reused | `read` |
+//! | 3 | still held by the service (moved into a task) | releases the response; steps 2, 4, 5, 7 and 8 run when the service drops the body, with the deadline counted from the response | — | when dropped |
+//! | 4 | failed; or `Expect: 100-continue` and never polled; or the limit is 0 | reads nothing, adds `Connection: close` | closed after the response | `body_error`, `expect_continue`, `over_limit` |
+//! | 5 | the declared remainder (`Content-Length`) is above the limit | reads nothing, adds `Connection: close` | closed after the response | `over_limit` |
+//! | 6 | the rest has already arrived | takes it at once, without waiting: within the limit the response goes out unchanged; past it, or on a body error, adds `Connection: close` | reused at no cost, or closed after the response | `drained_inline`, `over_limit`, `body_error` |
+//! | 7 | more to come, no tokio runtime with timers | adds `Connection: close` | closed after the response | `no_timers` |
+//! | 8 | more to come | releases the response at once and drains the rest in a task, within the limit and the [`timeout`](DrainBodyLayer::timeout) | reused if the drain reaches the end, else closed after the response | `drained`, `over_limit`, `deadline`, `body_error` |
+//!
+//! With [`wait_for_drain`](DrainBodyLayer::wait_for_drain), step 8 holds the
+//! response back until the drain ends instead, and a drain that gives up
+//! adds `Connection: close`. A body the service held past its response
+//! (step 3) can no longer change the response: when its drain gives up or
+//! cannot start, hyper closes the connection after the response. A body held
+//! forever is never waited for. A response future dropped before it
+//! finished, or a service error, counts as `abandoned`.
+//!
+//! Step 1 is decided by the answer: other answers to requests that offer
+//! `Upgrade` (`curl --http2` sends `Upgrade: h2c`) or to `CONNECT` are
+//! ordinary responses, and their bodies go through the other steps, as hyper
+//! treats them. HTTP/1.0 has no upgrades.
 //!
 //! `Connection: close` is added to the tokens already there (`upgrade` on a
 //! `426`, say), dropping only a contradicting `keep-alive`.
@@ -50,22 +52,12 @@
 //! `Incoming` and axum's `Body` are. Each request with a body costs one small
 //! allocation; requests without a body cost none.
 //!
-//! # Bodies the service holds
-//!
-//! A service may move the body into a task and answer before that task is
-//! done with it. The response never waits for such a body. If the task
-//! reads it to the end, nothing is left to do; if it drops the body before
-//! the end, the rest is drained from there, in a background task, with the
-//! same limit and by the same deadline, counted from the response. The
-//! response is gone by then, so no `Connection: close` can be added: when
-//! that drain gives up, or cannot start (no timers, `Expect: 100-continue`
-//! never polled, limit 0), hyper closes the connection. A body held forever
-//! is never waited for.
-//!
 //! # Observing it
 //!
-//! Every decision is a `tracing` debug event with `outcome`, `bytes_drained`
-//! and `elapsed_ms`. For numbers, give the layer [`DrainCounters`]
+//! Every body that reaches an outcome makes one `tracing` debug event,
+//! "request body settled", with `outcome` (the counter's name),
+//! `bytes_drained` and `elapsed_ms`; a drain that starts in the background
+//! makes one more, with `outcome = "draining"`. For numbers, give the layer [`DrainCounters`]
 //! ([`DrainBodyLayer::counters`]): each request with a body then lands in
 //! exactly one outcome of [`DrainStats`], and `draining` shows the drains in
 //! flight.
@@ -114,22 +106,21 @@
 //! # }
 //! ```
 
-mod background;
+#[cfg(feature = "axum")]
+mod axum;
 mod body;
-mod connection;
+mod close_header;
 mod counters;
+mod decision;
 mod drainer;
 mod future;
-mod held;
 mod layer;
 mod service;
 
+#[cfg(feature = "axum")]
+pub use self::axum::{AxumDrainBodyLayer, AxumDrainBodyService};
 pub use body::DrainBody;
 pub use counters::{DrainCounters, DrainStats};
 pub use future::ResponseFuture;
-#[cfg(feature = "axum")]
-pub use layer::AxumDrainBodyLayer;
 pub use layer::DrainBodyLayer;
-#[cfg(feature = "axum")]
-pub use service::AxumDrainBodyService;
 pub use service::DrainBodyService;

@@ -4,22 +4,34 @@ use http::{header, Method, Request, Response, Version};
 use http_body::Body;
 use tower_service::Service;
 
-use super::counters::Outcome;
-use super::future::Watch;
-use super::{DrainBody, DrainBodyLayer, ResponseFuture};
+use std::time::Duration;
 
-/// The service made by [`DrainBodyLayer`]: hands the inner service a
-/// [`DrainBody`] and drains what it leaves unread.
+use super::body::DrainBody;
+use super::counters::{DrainCounters, Outcome, Tally};
+use super::decision::Rules;
+use super::future::{ResponseFuture, TrackedBody};
+
+/// The settings of a [`DrainBodyLayer`](super::DrainBodyLayer), which every
+/// service it makes keeps a copy of.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) limit: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) wait_for_drain: bool,
+    pub(crate) counters: Option<DrainCounters>,
+}
+
+/// The service made by [`DrainBodyLayer`](super::DrainBodyLayer): hands the
+/// inner service a [`DrainBody`] and drains what it leaves unread.
 #[derive(Clone, Debug)]
 pub struct DrainBodyService<S> {
     inner: S,
-    config: DrainBodyLayer,
+    settings: Settings,
 }
 
 impl<S> DrainBodyService<S> {
-    /// Wraps `inner` with the settings of `config`.
-    pub fn new(inner: S, config: DrainBodyLayer) -> Self {
-        Self { inner, config }
+    pub(crate) fn new(inner: S, settings: Settings) -> Self {
+        Self { inner, settings }
     }
 
     /// The wrapped service.
@@ -52,9 +64,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        watch_and_call(
+        call_tracking_body(
             &mut self.inner,
-            &self.config,
+            &self.settings,
             request,
             DrainBody::untracked,
             |body| body,
@@ -62,11 +74,12 @@ where
     }
 }
 
-/// What both services do: `untracked` or `tracked` turn the body into the
-/// inner service's body type, depending on whether the layer watches it.
-fn watch_and_call<S, B, InnerBody, ResBody>(
+/// What both services (this one and the axum one) do: `untracked` or
+/// `tracked` turn the body into the inner service's body type, depending on
+/// whether the layer watches it.
+pub(crate) fn call_tracking_body<S, B, InnerBody, ResBody>(
     inner: &mut S,
-    config: &DrainBodyLayer,
+    settings: &Settings,
     request: Request<B>,
     untracked: impl FnOnce(B) -> InnerBody,
     tracked: impl FnOnce(DrainBody<B>) -> InnerBody,
@@ -79,78 +92,41 @@ where
     let has_body = !request.body().is_end_stream();
     if !has_body || request.version() >= Version::HTTP_2 {
         // HTTP/2 and later end a stream without touching the connection.
-        if let (true, Some(counters)) = (has_body, &config.counters) {
-            counters.tally().record(Outcome::PassedThrough, 0);
+        if let (true, Some(counters)) = (has_body, &settings.counters) {
+            counters
+                .tally()
+                .settle(Outcome::PassedThrough, 0, Duration::ZERO);
         }
         let request = request.map(untracked);
         return ResponseFuture::untracked(inner.call(request));
     }
-    // `Upgrade` and `CONNECT` requests are watched too: whether the
+    // `Upgrade` and `CONNECT` requests are tracked too: whether the
     // connection is handed over depends on the response.
-    let expects_continue = expects_continue(&request);
+    let rules = Rules {
+        limit: u64::try_from(settings.limit).unwrap_or(u64::MAX),
+        timeout: settings.timeout,
+        wait_for_drain: settings.wait_for_drain,
+        expects_continue: expects_continue(&request),
+    };
     let connect = request.method() == Method::CONNECT;
     let version = request.version();
     let (parts, body) = request.into_parts();
     let (body, handoff) = DrainBody::tracked(body);
-    let watch = Watch::new(handoff, config, expects_continue, connect, version);
-    ResponseFuture::watched(inner.call(Request::from_parts(parts, tracked(body))), watch)
-}
-
-/// [`DrainBodyService`] for axum, made by [`DrainBodyLayer::axum`]: the inner
-/// service gets axum's own [`Body`](axum::body::Body), so that a request the
-/// layer does not watch (every GET) passes through as it is, instead of being
-/// boxed again by axum's `Body::new`, which only recognises its own type.
-#[cfg(feature = "axum")]
-#[derive(Clone, Debug)]
-pub struct AxumDrainBodyService<S> {
-    inner: S,
-    config: DrainBodyLayer,
-}
-
-#[cfg(feature = "axum")]
-impl<S> AxumDrainBodyService<S> {
-    pub(crate) fn new(inner: S, config: DrainBodyLayer) -> Self {
-        Self { inner, config }
-    }
-
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-#[cfg(feature = "axum")]
-impl<S, ResBody> Service<Request<axum::body::Body>> for AxumDrainBodyService<S>
-where
-    S: Service<Request<axum::body::Body>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future, axum::body::Body>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<axum::body::Body>) -> Self::Future {
-        watch_and_call(
-            &mut self.inner,
-            &self.config,
-            request,
-            |body| body,
-            axum::body::Body::new,
-        )
-    }
+    let tally = settings
+        .counters
+        .as_ref()
+        .map_or_else(Tally::uncounted, |counters| counters.tally());
+    let body_state = TrackedBody {
+        handoff,
+        rules,
+        connect,
+        version,
+        tally,
+    };
+    ResponseFuture::tracked(
+        inner.call(Request::from_parts(parts, tracked(body))),
+        body_state,
+    )
 }
 
 /// Whether hyper holds back `100 Continue` until the body is polled.
@@ -165,4 +141,43 @@ fn expects_continue<B>(request: &Request<B>) -> bool {
             .iter()
             .next_back()
             .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, expect: &[&str]) -> Request<()> {
+        let mut builder = Request::post("/").version(version);
+        for value in expect {
+            builder = builder.header(header::EXPECT, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn expect_continue_is_read_as_hyper_reads_it() {
+        assert!(expects_continue(&request(
+            Version::HTTP_11,
+            &["100-continue"]
+        )));
+        assert!(expects_continue(&request(
+            Version::HTTP_11,
+            &["100-Continue"]
+        )));
+        // HTTP/1.0 ignores it; only the last value counts, compared whole.
+        assert!(!expects_continue(&request(
+            Version::HTTP_10,
+            &["100-continue"]
+        )));
+        assert!(!expects_continue(&request(
+            Version::HTTP_11,
+            &["100-continue", "other"]
+        )));
+        assert!(!expects_continue(&request(
+            Version::HTTP_11,
+            &["100-continue, other"]
+        )));
+        assert!(!expects_continue(&request(Version::HTTP_11, &[])));
+    }
 }

@@ -10,44 +10,13 @@ use tokio::io::AsyncWrite;
 use tokio::time::{Instant, Sleep};
 
 use super::discard::DiscardFn;
+use super::group::Outcome;
 use super::LingerGroup;
 use crate::timers;
 
 /// Reads per poll before yielding, so that a peer that keeps sending cannot monopolise a
 /// worker thread even if the IO never returns `Pending`.
 const READS_PER_POLL: usize = 32;
-
-/// How a close ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    PeerEof,
-    IdleTimeout,
-    TotalTimeout,
-    ByteCap,
-    Error,
-    Skipped,
-    Aborted,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::PeerEof => "peer_eof",
-            Self::IdleTimeout => "idle_timeout",
-            Self::TotalTimeout => "total_timeout",
-            Self::ByteCap => "byte_cap",
-            Self::Error => "error",
-            Self::Skipped => "skipped",
-            Self::Aborted => "aborted",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -115,8 +84,8 @@ impl Closing {
         Self::start(group, peer_eof, false).end_without_linger();
     }
 
-    /// Whether this close is still to read from the peer.
-    pub(crate) fn lingers(&self) -> bool {
+    /// Whether this close holds a lingering slot: it is still to read from the peer.
+    pub(crate) fn holds_slot(&self) -> bool {
         self.holds_slot
     }
 

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::close::Outcome;
-use super::{LingerConfig, LingeringIo};
+use super::LingerConfig;
 
-/// A [`LingerConfig`] plus the state shared by every [`LingeringIo`] made from it: the cap
+/// A [`LingerConfig`] plus the state shared by every [`LingeringIo`](super::LingeringIo) made from it: the cap
 /// on connections lingering at the same time and the counters behind [`LingerStats`].
 ///
 /// Cloning is cheap (one `Arc`); clones share the cap and the counters. A
@@ -58,7 +57,7 @@ struct Shared {
 /// A snapshot of the counters of a [`LingerGroup`].
 ///
 /// The outcome counters (`peer_eof` to `aborted`) count closes since the group was made:
-/// every [`LingeringIo`] of the group that is dropped (or whose `poll_shutdown` finished)
+/// every [`LingeringIo`](super::LingeringIo) of the group that is dropped (or whose `poll_shutdown` finished)
 /// adds one to exactly one of them, so they add up to [`closes`](Self::closes).
 /// `lingering` and `background` are gauges.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,7 +78,7 @@ pub struct LingerStats {
     /// tokio runtime with timers to linger on.
     pub skipped: u64,
     /// Closes cut short before they ended on their own: the runtime shut down under a
-    /// background close, [`into_inner`](LingeringIo::into_inner) took the IO back in the
+    /// background close, [`into_inner`](super::LingeringIo::into_inner) took the IO back in the
     /// middle of a close, or an IO without the drop path was dropped while closing.
     pub aborted: u64,
     /// Connections lingering now, on either path.
@@ -95,13 +94,17 @@ pub struct LingerStats {
 impl LingerStats {
     /// All closes counted so far: the sum of the outcome counters.
     pub fn closes(&self) -> u64 {
-        self.peer_eof
-            + self.idle_timeout
-            + self.total_timeout
-            + self.byte_cap
-            + self.error
-            + self.skipped
-            + self.aborted
+        [
+            self.peer_eof,
+            self.idle_timeout,
+            self.total_timeout,
+            self.byte_cap,
+            self.error,
+            self.skipped,
+            self.aborted,
+        ]
+        .into_iter()
+        .fold(0, u64::saturating_add)
     }
 }
 
@@ -144,30 +147,6 @@ impl LingerGroup {
     /// The bounds every connection of this group lingers within.
     pub fn config(&self) -> LingerConfig {
         self.shared.config
-    }
-
-    /// Wraps `io` so that it closes in stages, within this group's bounds and cap.
-    ///
-    /// `poll_shutdown` returns once the FIN is out, and the linger goes on in a task on the
-    /// current tokio runtime once the IO is dropped (as it does for a connection dropped
-    /// without `poll_shutdown`); that is why `T` must be `Send + 'static`. A
-    /// `tokio::net::TcpStream` is discarded without copying on Linux. See
-    /// [`wrap_local`](Self::wrap_local) for other IO types.
-    pub fn wrap<T>(&self, io: T) -> LingeringIo<T>
-    where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        LingeringIo::with_group(io, self.clone())
-    }
-
-    /// Wraps any `io`: the staged close, linger included, happens inside `poll_shutdown`,
-    /// a drop before it finishes closes plainly, and discarded bytes go through the
-    /// thread's scratch window.
-    pub fn wrap_local<T>(&self, io: T) -> LingeringIo<T>
-    where
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    {
-        LingeringIo::local_with_group(io, self.clone())
     }
 
     /// A snapshot of the counters.
@@ -278,6 +257,32 @@ impl Drop for BackgroundGuard {
     fn drop(&mut self) {
         if self.group.shared.background.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.group.shared.idle.notify_waiters();
+        }
+    }
+}
+
+/// How a close ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    PeerEof,
+    IdleTimeout,
+    TotalTimeout,
+    ByteCap,
+    Error,
+    Skipped,
+    Aborted,
+}
+
+impl Outcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::PeerEof => "peer_eof",
+            Self::IdleTimeout => "idle_timeout",
+            Self::TotalTimeout => "total_timeout",
+            Self::ByteCap => "byte_cap",
+            Self::Error => "error",
+            Self::Skipped => "skipped",
+            Self::Aborted => "aborted",
         }
     }
 }

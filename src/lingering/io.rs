@@ -257,7 +257,7 @@ where
     let mut closing =
         closing.unwrap_or_else(|| Box::new(Closing::start(group.clone(), peer_eof, timed)));
     let handle = match Handle::try_current() {
-        Ok(handle) if timed && closing.lingers() => handle,
+        Ok(handle) if timed && closing.holds_slot() => handle,
         _ => {
             // Nothing to read (the peer is done, or the cap is reached), or nothing to
             // read with: a plain close is the bounded answer.
@@ -363,5 +363,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
             };
             return Poll::Ready(Ok(()));
         }
+    }
+}
+
+impl LingerGroup {
+    /// Wraps `io` so that it closes in stages, within this group's bounds and cap.
+    ///
+    /// `poll_shutdown` returns once the FIN is out, and the linger goes on in a task on the
+    /// current tokio runtime once the IO is dropped (as it does for a connection dropped
+    /// without `poll_shutdown`); that is why `T` must be `Send + 'static`. A
+    /// `tokio::net::TcpStream` is discarded without copying on Linux. See
+    /// [`wrap_local`](Self::wrap_local) for other IO types.
+    pub fn wrap<T>(&self, io: T) -> LingeringIo<T>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        LingeringIo::with_group(io, self.clone())
+    }
+
+    /// Wraps any `io`: the staged close, linger included, happens inside `poll_shutdown`,
+    /// a drop before it finishes closes plainly, and discarded bytes go through the
+    /// thread's scratch window.
+    pub fn wrap_local<T>(&self, io: T) -> LingeringIo<T>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        LingeringIo::local_with_group(io, self.clone())
     }
 }

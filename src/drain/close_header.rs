@@ -50,3 +50,55 @@ fn lists(headers: &HeaderMap, token: &[u8]) -> bool {
             .any(|listed| listed.trim_ascii().eq_ignore_ascii_case(token))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marked(version: Version, connection: &[&str]) -> Response<()> {
+        let mut response = Response::new(());
+        for value in connection {
+            response
+                .headers_mut()
+                .append(header::CONNECTION, HeaderValue::from_str(value).unwrap());
+        }
+        mark_close(&mut response, version);
+        response
+    }
+
+    fn connection(response: &Response<()>) -> Vec<&str> {
+        response
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(|value| value.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn close_is_added_alone() {
+        assert_eq!(connection(&marked(Version::HTTP_11, &[])), ["close"]);
+    }
+
+    #[test]
+    fn other_tokens_stay_and_keep_alive_goes() {
+        let response = marked(Version::HTTP_11, &["upgrade", "keep-alive, x-hop"]);
+        assert_eq!(connection(&response), ["upgrade, x-hop, close"]);
+        assert_eq!(
+            connection(&marked(Version::HTTP_11, &["Keep-Alive"])),
+            ["close"]
+        );
+    }
+
+    #[test]
+    fn an_existing_close_is_left_as_it_is() {
+        let response = marked(Version::HTTP_11, &["upgrade", "Close"]);
+        assert_eq!(connection(&response), ["upgrade", "Close"]);
+    }
+
+    #[test]
+    fn an_http_10_request_gets_an_http_10_response() {
+        assert_eq!(marked(Version::HTTP_10, &[]).version(), Version::HTTP_10);
+        assert_eq!(marked(Version::HTTP_11, &[]).version(), Version::HTTP_11);
+    }
+}

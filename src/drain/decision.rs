@@ -1,0 +1,237 @@
+//! What becomes of a body the service left unfinished: refused, drained at
+//! once from what has already arrived, or drained alongside the response.
+//!
+//! The same steps run whether the service dropped the body before its
+//! response or held it past the response and dropped it later; only the
+//! second cannot drain in place or hold the response back.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::Body;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+use super::counters::{Outcome, Tally};
+use super::drainer::{DrainEnd, Drainer};
+use crate::timers;
+
+/// The layer's settings and the request's facts that decide a drain.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rules {
+    pub(crate) limit: u64,
+    pub(crate) timeout: Duration,
+    pub(crate) wait_for_drain: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub(crate) expects_continue: bool,
+}
+
+/// What the service did with the body, as seen when it let go of it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Progress {
+    /// The service polled the body at least once (for `Expect: 100-continue`
+    /// that means hyper has sent, or is about to send, `100 Continue`).
+    pub(crate) polled: bool,
+    pub(crate) ended: bool,
+    pub(crate) failed: bool,
+    pub(crate) bytes_read: u64,
+}
+
+/// A body the service has let go of, as it left it.
+pub(crate) struct UnreadBody<B> {
+    pub(crate) body: B,
+    pub(crate) progress: Progress,
+}
+
+/// Where and until when a drain that has to wait for the peer may run.
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    /// `None` without a tokio runtime that has timers: a drain could not be
+    /// bounded in time, so none starts.
+    runtime: Option<Handle>,
+    deadline: Instant,
+}
+
+impl Schedule {
+    /// A drain that may last `timeout` from now, on the current runtime.
+    pub(crate) fn from_now(timeout: Duration) -> Self {
+        Self {
+            runtime: Handle::try_current().ok().filter(|_| timers::available()),
+            deadline: timers::deadline_after(timeout),
+        }
+    }
+}
+
+/// How a decision left the body.
+pub(crate) enum Decision<B> {
+    /// Nothing more will read it; `close` when the response must say that
+    /// the connection closes after it.
+    Settled { close: bool },
+    /// The response waits for this drain until the deadline
+    /// (`wait_for_drain`).
+    Wait(Drainer<B>, Instant),
+    /// Draining alongside the response, in a task.
+    Spawned,
+}
+
+/// Settles `unread`, or starts draining it.
+///
+/// `cx` is the response future's context: with it, what has already arrived
+/// is taken at once, and the response may wait for the drain. `schedule` is
+/// asked only when the drain has to wait for the peer.
+pub(crate) fn decide<B>(
+    unread: UnreadBody<B>,
+    rules: Rules,
+    tally: Tally,
+    schedule: impl FnOnce() -> Schedule,
+    cx: Option<&mut Context<'_>>,
+) -> Decision<B>
+where
+    B: Body + Unpin + Send + 'static,
+{
+    let UnreadBody { body, progress } = unread;
+    if progress.ended || body.is_end_stream() {
+        tally.settle(Outcome::Read, 0, Duration::ZERO);
+        return Decision::Settled { close: false };
+    }
+    if let Some(outcome) = refusal(progress, rules) {
+        tally.settle(outcome, 0, Duration::ZERO);
+        return Decision::Settled { close: true };
+    }
+    // Takes what has already arrived. A declared remainder above the limit
+    // ends this at once, before anything is read.
+    let mut drainer = Drainer::new(body, rules.limit, tally);
+    let responding = cx.is_some();
+    if let Some(cx) = cx {
+        if let Poll::Ready(end) = drainer.poll_drain(cx) {
+            drainer.finish(end, true);
+            return Decision::Settled {
+                close: end != DrainEnd::Complete,
+            };
+        }
+    }
+    let Schedule { runtime, deadline } = schedule();
+    let Some(runtime) = runtime else {
+        drainer.give_up(Outcome::NoTimers);
+        return Decision::Settled { close: true };
+    };
+    if responding && rules.wait_for_drain {
+        drainer.start_draining();
+        return Decision::Wait(drainer, deadline);
+    }
+    tracing::debug!(
+        outcome = "draining",
+        bytes_read = progress.bytes_read,
+        bytes_drained = drainer.drained(),
+        timeout_ms = u64::try_from(rules.timeout.as_millis()).unwrap_or(u64::MAX),
+        "draining the rest of the request body in the background"
+    );
+    drainer.spawn(&runtime, deadline);
+    Decision::Spawned
+}
+
+/// Why a body left unfinished is not read at all, if it is not.
+fn refusal(progress: Progress, rules: Rules) -> Option<Outcome> {
+    if progress.failed {
+        Some(Outcome::BodyError)
+    } else if rules.expects_continue && !progress.polled {
+        // Polling would make hyper send `100 Continue` and invite an upload
+        // that would only be thrown away.
+        Some(Outcome::ExpectContinue)
+    } else if rules.limit == 0 {
+        // Nothing is ever drained, not even what has already arrived.
+        Some(Outcome::OverLimit)
+    } else {
+        None
+    }
+}
+
+/// What to do with a body the service still held when its response went
+/// out, once the service drops it.
+///
+/// Made where the body's type is known to be drainable, run from
+/// `DrainBody`'s `Drop`, which knows nothing about its type.
+pub(crate) struct HeldBody<B> {
+    dropped: fn(UnreadBody<B>, Rules, Schedule, Tally),
+    rules: Rules,
+    /// Fixed at the response: the deadline counts from there, and `Drop` is
+    /// no place to ask whether the runtime has timers.
+    schedule: Schedule,
+    tally: Tally,
+}
+
+impl<B> HeldBody<B>
+where
+    B: Body + Unpin + Send + 'static,
+{
+    pub(crate) fn new(rules: Rules, schedule: Schedule, tally: Tally) -> Self {
+        Self {
+            dropped: |unread, rules, schedule, tally| {
+                decide(unread, rules, tally, || schedule, None);
+            },
+            rules,
+            schedule,
+            tally,
+        }
+    }
+}
+
+impl<B> HeldBody<B> {
+    /// Settles the body the service has just dropped: spawns a drain at
+    /// most, and makes no timer.
+    pub(crate) fn dropped(self, unread: UnreadBody<B>) {
+        (self.dropped)(unread, self.rules, self.schedule, self.tally);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: Rules = Rules {
+        limit: 1024,
+        timeout: Duration::from_secs(5),
+        wait_for_drain: false,
+        expects_continue: false,
+    };
+
+    fn progress(polled: bool, failed: bool) -> Progress {
+        Progress {
+            polled,
+            failed,
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_body_is_never_read_again() {
+        assert_eq!(
+            refusal(progress(true, true), RULES),
+            Some(Outcome::BodyError)
+        );
+    }
+
+    #[test]
+    fn an_unpolled_expect_continue_body_is_not_invited() {
+        let rules = Rules {
+            expects_continue: true,
+            ..RULES
+        };
+        assert_eq!(
+            refusal(progress(false, false), rules),
+            Some(Outcome::ExpectContinue)
+        );
+        // Once polled, hyper has sent `100 Continue`: the body is coming anyway.
+        assert_eq!(refusal(progress(true, false), rules), None);
+    }
+
+    #[test]
+    fn a_zero_limit_refuses_everything() {
+        let rules = Rules { limit: 0, ..RULES };
+        assert_eq!(
+            refusal(progress(true, false), rules),
+            Some(Outcome::OverLimit)
+        );
+        assert_eq!(refusal(progress(true, false), RULES), None);
+    }
+}
