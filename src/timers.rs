@@ -48,10 +48,19 @@ pub(crate) fn available() -> bool {
     enabled
 }
 
+/// The current tokio runtime, if it has timers.
+pub(crate) fn runtime() -> Option<Handle> {
+    Handle::try_current().ok().filter(|_| available())
+}
+
 /// `now + after`, or a year from now when that would overflow (`Duration::MAX`, say).
 pub(crate) fn deadline_after(after: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(after.min(FAR)).unwrap_or(now)
+    instant_after(Instant::now(), after)
+}
+
+/// `start + after`, or a year after `start` when that would overflow.
+pub(crate) fn instant_after(start: Instant, after: Duration) -> Instant {
+    start.checked_add(after.min(FAR)).unwrap_or(start)
 }
 
 #[cfg(test)]

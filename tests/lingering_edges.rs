@@ -211,7 +211,9 @@ fn runtime_shutdown_counts_background_closes_as_aborted() {
 }
 
 /// `into_inner` in the middle of a close, and a drop of a local IO in the middle of its
-/// linger, end the close as aborted. Before: counted nowhere.
+/// linger, end the close as aborted. Before: counted nowhere. An IO taken back after
+/// `poll_shutdown` returned (the FIN is out, the linger waits for the drop) is released,
+/// not aborted: nothing had started lingering (issue 11, items 4 and 5).
 #[tokio::test]
 async fn closes_cut_short_by_the_owner_count_as_aborted() {
     let group = LingerGroup::new(LingerConfig::new().idle_timeout(Duration::from_secs(60)));
@@ -219,12 +221,23 @@ async fn closes_cut_short_by_the_owner_count_as_aborted() {
     let (server, _silent) = tcp_pair().await;
     let mut io = group.wrap(server);
     step("shutdown", io.shutdown()).await.unwrap();
+    assert_eq!(group.stats().lingering, 0);
+    let _stream: TcpStream = io.into_inner();
+    let stats = group.stats();
+    assert_eq!((stats.released, stats.aborted), (1, 0), "{stats:?}");
+
+    // The local linger runs inside poll_shutdown: give up on it while it waits.
+    let (server, _silent) = tcp_pair().await;
+    let mut io = group.wrap_local(server);
+    assert!(timeout(Duration::from_millis(50), io.shutdown())
+        .await
+        .is_err());
+    assert_eq!(group.stats().lingering, 1);
     let _stream: TcpStream = io.into_inner();
     assert_eq!(group.stats().aborted, 1);
 
     let (server, _silent) = tcp_pair().await;
     let mut io = group.wrap_local(server);
-    // The local linger runs inside poll_shutdown: give up on it while it waits.
     assert!(timeout(Duration::from_millis(50), io.shutdown())
         .await
         .is_err());
@@ -232,7 +245,7 @@ async fn closes_cut_short_by_the_owner_count_as_aborted() {
     drop(io);
 
     let stats = group.stats();
-    assert_eq!((stats.aborted, stats.closes()), (2, 2), "{stats:?}");
+    assert_eq!((stats.aborted, stats.closes()), (2, 3), "{stats:?}");
     assert_eq!(stats.lingering, 0);
 }
 

@@ -308,7 +308,9 @@ async fn cap_limits_concurrent_lingering() {
     );
 }
 
-/// `into_inner` gives the stream back untouched and starts no background close.
+/// `into_inner` gives the stream back untouched and starts no background close; it counts
+/// as `released`, so that every `LingeringIo` that goes away counts one outcome (issue 11,
+/// item 4: before, it counted nothing and `closes()` stayed 0).
 #[tokio::test]
 async fn into_inner_skips_drop_path() {
     let (server, mut client) = tcp_pair().await;
@@ -324,7 +326,9 @@ async fn into_inner_skips_drop_path() {
     let mut got = Vec::new();
     step("read", client.read_to_end(&mut got)).await.unwrap();
     assert_eq!(got, b"still mine");
-    assert_eq!(group.stats(), linger::LingerStats::default());
+    let stats = group.stats();
+    assert_eq!((stats.released, stats.closes()), (1, 1), "{stats:?}");
+    assert_eq!((stats.lingering, stats.background), (0, 0), "{stats:?}");
 }
 
 /// `LingeringIo::local` takes IO that is neither `Send` nor `'static`.

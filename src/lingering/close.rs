@@ -22,14 +22,20 @@ const READS_PER_POLL: usize = 32;
 enum Stage {
     Flush,
     Shutdown,
+    /// The FIN is out; whether to linger is decided when the IO is let go.
+    HalfClosed,
     Discard,
     Done,
 }
 
-/// One staged close in progress. It owns a lingering slot of its group from the start
-/// (unless the peer already sent EOF, the cap was reached or there are no timers) until
-/// it ends, and counts exactly one outcome: the one it ends with, or `aborted` when it is
-/// dropped before.
+/// One staged close in progress: flush, half-close (FIN), then, once the IO is let go,
+/// read and discard until the peer's EOF or a bound.
+///
+/// It holds a lingering slot of its group only from the moment the IO is let go
+/// ([`let_go`](Self::let_go)) until it ends, so that an IO still in use after its FIN (a
+/// tunnel forwarding the other direction) holds none. It counts exactly one outcome: the
+/// one it ends with, `aborted` when it is dropped before, or none when `poll_shutdown`
+/// hands the rest over to the IO's drop ([`hand_over`](Self::hand_over)).
 pub(crate) struct Closing {
     group: LingerGroup,
     stage: Stage,
@@ -39,11 +45,14 @@ pub(crate) struct Closing {
     /// Whether the runtime has timers; without them nothing is bounded, so nothing lingers.
     timed: bool,
     started: Instant,
+    /// The total cap, counted from the start.
     deadline_at: Instant,
-    /// Made on the first poll rather than at the start, because a close may start in
-    /// `Drop`, where creating a timer could panic.
-    deadline: Option<Pin<Box<Sleep>>>,
-    idle: Option<Pin<Box<Sleep>>>,
+    /// While discarding, the idle timeout counts from here.
+    last_read: Instant,
+    /// Wakes the close at the total cap, or sooner at the idle timeout while discarding.
+    /// Made on first need rather than at the start, because a close may start in `Drop`,
+    /// where creating a timer could panic.
+    timer: Option<Pin<Box<Sleep>>>,
     discarded: u64,
 }
 
@@ -62,58 +71,89 @@ impl fmt::Debug for Closing {
 impl Closing {
     /// Starts a close; `timed` says whether the current runtime has timers.
     pub(crate) fn start(group: LingerGroup, peer_eof: bool, timed: bool) -> Self {
-        let holds_slot = timed && !peer_eof && group.try_acquire();
+        let started = Instant::now();
         let deadline_at = timers::deadline_after(group.config().total_timeout);
         Self {
             group,
             stage: Stage::Flush,
-            holds_slot,
+            holds_slot: false,
             peer_eof,
             drop_path: false,
             timed,
-            started: Instant::now(),
+            started,
             deadline_at,
-            deadline: None,
-            idle: None,
+            last_read: started,
+            timer: None,
             discarded: 0,
         }
     }
 
-    /// Counts an IO dropped before any close started, with no lingering to follow.
-    pub(crate) fn record_plain_close(group: LingerGroup, peer_eof: bool) {
-        Self::start(group, peer_eof, false).end_without_linger();
+    /// The rest of a close whose FIN `poll_shutdown` has already sent.
+    pub(crate) fn after_half_close(group: LingerGroup, peer_eof: bool, timed: bool) -> Self {
+        let mut closing = Self::start(group, peer_eof, timed);
+        closing.stage = Stage::HalfClosed;
+        closing
     }
 
-    /// Whether this close holds a lingering slot: it is still to read from the peer.
-    pub(crate) fn holds_slot(&self) -> bool {
-        self.holds_slot
+    /// Counts an IO that goes away without closing: taken back by `into_inner`, or
+    /// dropped with nothing to linger on.
+    pub(crate) fn record_without_close(group: LingerGroup, outcome: Outcome) {
+        let mut closing = Self::start(group, false, false);
+        closing.drop_path = true;
+        closing.finish(outcome);
+    }
+
+    /// Ends a close that will not read from the peer: the IO closes plainly.
+    pub(crate) fn end_plainly(mut self) {
+        self.drop_path = true;
+        self.finish(if self.peer_eof {
+            Outcome::PeerEof
+        } else {
+            Outcome::Skipped
+        });
+    }
+
+    pub(crate) fn group(&self) -> &LingerGroup {
+        &self.group
     }
 
     pub(crate) fn is_done(&self) -> bool {
         self.stage == Stage::Done
     }
 
-    pub(crate) fn set_drop_path(&mut self) {
-        self.drop_path = true;
+    /// The IO is let go: takes a lingering slot, so that the close may read from the peer
+    /// after its FIN. Returns `false`, with the close ended, when there is nothing to read
+    /// (the peer already sent EOF) or nothing to read with (no timers, or the group's cap
+    /// is reached).
+    pub(crate) fn let_go(&mut self, drop_path: bool) -> bool {
+        self.drop_path = drop_path;
+        if self.stage == Stage::Done || self.holds_slot {
+            return !self.is_done();
+        }
+        if self.peer_eof {
+            self.finish(Outcome::PeerEof);
+            return false;
+        }
+        if !self.timed || !self.group.try_acquire() {
+            self.finish(Outcome::Skipped);
+            return false;
+        }
+        self.holds_slot = true;
+        if self.stage == Stage::HalfClosed {
+            self.begin_discard();
+        }
+        true
     }
 
-    /// Ends a close that will not run any further, because the IO is being dropped
-    /// without lingering.
-    pub(crate) fn end_without_linger(&mut self) {
-        self.drop_path = true;
-        if self.stage != Stage::Done {
-            self.finish(if self.peer_eof {
-                Outcome::PeerEof
-            } else {
-                Outcome::Skipped
-            });
-        }
+    /// `poll_shutdown` is done: the FIN is out, and the linger, if any, happens when the
+    /// IO is let go. Counts nothing; the IO counts its close when it goes away.
+    pub(crate) fn hand_over(mut self) {
+        debug_assert_eq!(self.stage, Stage::HalfClosed);
+        self.stage = Stage::Done;
     }
 
     /// Flushes and half-closes. Errors are returned, as a plain `poll_shutdown` would, and
-    /// so is reaching the total timeout first (`TimedOut`): the FIN never went out. Done
-    /// when there is nothing to linger for; otherwise [`poll_discard`](Self::poll_discard)
-    /// comes next.
+    /// so is reaching the total timeout first (`TimedOut`): the FIN never went out.
     pub(crate) fn poll_half_close<T: AsyncWrite + Unpin>(
         &mut self,
         io: &mut T,
@@ -123,7 +163,7 @@ impl Closing {
             let flushing = match self.stage {
                 Stage::Flush => true,
                 Stage::Shutdown => false,
-                Stage::Discard | Stage::Done => return Poll::Ready(Ok(())),
+                Stage::HalfClosed | Stage::Discard | Stage::Done => return Poll::Ready(Ok(())),
             };
             let res = if flushing {
                 Pin::new(&mut *io).poll_flush(cx)
@@ -133,7 +173,7 @@ impl Closing {
             // Only a stage that cannot go on now can time out: even a zero total timeout
             // sends what the IO takes at once, and the FIN.
             let Poll::Ready(res) = res else {
-                if self.timed && self.deadline().poll(cx).is_ready() {
+                if self.timed && self.poll_timer(self.deadline_at, cx).is_ready() {
                     self.finish(Outcome::TotalTimeout);
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -147,19 +187,20 @@ impl Closing {
                 self.finish(Outcome::Error);
                 return Poll::Ready(Err(e));
             }
-            self.stage = if flushing {
-                Stage::Shutdown
-            } else if self.peer_eof {
-                self.finish(Outcome::PeerEof);
-                return Poll::Ready(Ok(()));
-            } else if !self.holds_slot {
-                self.finish(Outcome::Skipped);
-                return Poll::Ready(Ok(()));
+            if flushing {
+                self.stage = Stage::Shutdown;
+            } else if self.holds_slot {
+                self.begin_discard();
             } else {
-                tracing::trace!("half-closed, lingering");
-                Stage::Discard
-            };
+                self.stage = Stage::HalfClosed;
+            }
         }
+    }
+
+    fn begin_discard(&mut self) {
+        tracing::trace!("half-closed, lingering");
+        self.stage = Stage::Discard;
+        self.last_read = Instant::now();
     }
 
     /// Reads and discards until the peer's EOF or a bound; errors only end the linger.
@@ -174,7 +215,8 @@ impl Closing {
         }
         let config = self.group.config();
         for _ in 0..READS_PER_POLL {
-            if self.deadline().poll(cx).is_ready() {
+            let now = Instant::now();
+            if now >= self.deadline_at {
                 return self.ready(Outcome::TotalTimeout);
             }
             let remaining = config.max_bytes.saturating_sub(self.discarded);
@@ -185,24 +227,22 @@ impl Closing {
             match discard(io, limit, cx) {
                 Poll::Ready(Ok(0)) => return self.ready(Outcome::PeerEof),
                 Poll::Ready(Ok(n)) => {
-                    self.discarded = self.discarded.saturating_add(n as u64);
-                    let next = timers::deadline_after(config.idle_timeout);
-                    match &mut self.idle {
-                        Some(idle) => idle.as_mut().reset(next),
-                        None => self.idle = Some(Box::pin(tokio::time::sleep_until(next))),
-                    }
+                    self.discarded = self
+                        .discarded
+                        .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+                    self.last_read = now;
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "read failed while lingering");
                     return self.ready(Outcome::Error);
                 }
                 Poll::Pending => {
-                    let idle = self.idle.get_or_insert_with(|| {
-                        let next = timers::deadline_after(config.idle_timeout);
-                        Box::pin(tokio::time::sleep_until(next))
-                    });
-                    return match idle.as_mut().poll(cx) {
-                        Poll::Ready(()) => self.ready(Outcome::IdleTimeout),
+                    let idle_at = timers::instant_after(self.last_read, config.idle_timeout);
+                    return match self.poll_timer(idle_at.min(self.deadline_at), cx) {
+                        Poll::Ready(()) if idle_at < self.deadline_at => {
+                            self.ready(Outcome::IdleTimeout)
+                        }
+                        Poll::Ready(()) => self.ready(Outcome::TotalTimeout),
                         Poll::Pending => Poll::Pending,
                     };
                 }
@@ -212,11 +252,18 @@ impl Closing {
         Poll::Pending
     }
 
-    fn deadline(&mut self) -> Pin<&mut Sleep> {
-        let at = self.deadline_at;
-        self.deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)))
-            .as_mut()
+    /// Polls the close's one timer, set to fire at `at`.
+    fn poll_timer(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(at))),
+        };
+        timer.as_mut().poll(cx)
     }
 
     fn ready(&mut self, outcome: Outcome) -> Poll<()> {
@@ -238,8 +285,7 @@ impl Closing {
         if std::mem::take(&mut self.holds_slot) {
             self.group.release();
         }
-        self.deadline = None;
-        self.idle = None;
+        self.timer = None;
     }
 }
 

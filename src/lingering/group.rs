@@ -49,6 +49,7 @@ struct Shared {
     error: AtomicU64,
     skipped: AtomicU64,
     aborted: AtomicU64,
+    released: AtomicU64,
     bytes_discarded: AtomicU64,
     /// Woken whenever `lingering` or `background` drops to zero.
     idle: Notify,
@@ -81,6 +82,9 @@ pub struct LingerStats {
     /// background close, [`into_inner`](super::LingeringIo::into_inner) took the IO back in the
     /// middle of a close, or an IO without the drop path was dropped while closing.
     pub aborted: u64,
+    /// IO taken back with [`into_inner`](super::LingeringIo::into_inner) before its close
+    /// started (or after `poll_shutdown` returned): the caller closes it.
+    pub released: u64,
     /// Connections lingering now, on either path.
     pub lingering: usize,
     /// Of those, the ones lingering in a background task after being dropped (all of
@@ -102,6 +106,7 @@ impl LingerStats {
             self.error,
             self.skipped,
             self.aborted,
+            self.released,
         ]
         .into_iter()
         .fold(0, u64::saturating_add)
@@ -138,6 +143,7 @@ impl LingerGroup {
                 error: AtomicU64::new(0),
                 skipped: AtomicU64::new(0),
                 aborted: AtomicU64::new(0),
+                released: AtomicU64::new(0),
                 bytes_discarded: AtomicU64::new(0),
                 idle: Notify::new(),
             }),
@@ -150,8 +156,14 @@ impl LingerGroup {
     }
 
     /// A snapshot of the counters.
+    ///
+    /// The gauges are read first: a close that has left them has already been counted, so
+    /// a snapshot never shows `lingering == 0` with a close missing from
+    /// [`closes`](LingerStats::closes).
     pub fn stats(&self) -> LingerStats {
         let s = &self.shared;
+        let lingering = s.lingering.load(Ordering::Acquire);
+        let background = s.background.load(Ordering::Acquire);
         LingerStats {
             peer_eof: s.peer_eof.load(Ordering::Relaxed),
             idle_timeout: s.idle_timeout.load(Ordering::Relaxed),
@@ -160,8 +172,9 @@ impl LingerGroup {
             error: s.error.load(Ordering::Relaxed),
             skipped: s.skipped.load(Ordering::Relaxed),
             aborted: s.aborted.load(Ordering::Relaxed),
-            lingering: s.lingering.load(Ordering::Acquire),
-            background: s.background.load(Ordering::Acquire),
+            released: s.released.load(Ordering::Relaxed),
+            lingering,
+            background,
             bytes_discarded: s.bytes_discarded.load(Ordering::Relaxed),
         }
     }
@@ -241,6 +254,7 @@ impl LingerGroup {
             Outcome::Error => &s.error,
             Outcome::Skipped => &s.skipped,
             Outcome::Aborted => &s.aborted,
+            Outcome::Released => &s.released,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         s.bytes_discarded
@@ -271,6 +285,7 @@ pub(crate) enum Outcome {
     Error,
     Skipped,
     Aborted,
+    Released,
 }
 
 impl Outcome {
@@ -283,6 +298,7 @@ impl Outcome {
             Self::Error => "error",
             Self::Skipped => "skipped",
             Self::Aborted => "aborted",
+            Self::Released => "released",
         }
     }
 }

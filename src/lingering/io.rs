@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::close::Closing;
 use super::discard::{self, DiscardFn};
+use super::group::Outcome;
 use super::LingerGroup;
 use crate::timers;
 
@@ -20,9 +21,8 @@ type DropHook<T> = fn(Leftover<T>);
 /// What a dropped [`LingeringIo`] leaves to finish.
 struct Leftover<T> {
     io: T,
-    group: LingerGroup,
-    closing: Option<Box<Closing>>,
-    peer_eof: bool,
+    closing: Closing,
+    runtime: Option<Handle>,
     discard: DiscardFn<T>,
 }
 
@@ -30,9 +30,10 @@ enum State {
     Open,
     /// `poll_shutdown` is flushing and half-closing, or lingering inline (no drop path).
     Closing(Box<Closing>),
-    /// The FIN is out and `poll_shutdown` has returned; the linger goes on once the IO is
-    /// dropped, in a background task, so that hyper's buffers are freed meanwhile.
-    Detached(Box<Closing>),
+    /// The FIN is out and `poll_shutdown` has returned. The linger starts once the IO is
+    /// dropped, in a background task, so that hyper's buffers are freed meanwhile and an
+    /// IO still in use (a tunnel) holds no slot.
+    HalfClosed,
     Closed,
     /// The staged close failed; later calls report it again.
     Failed(io::ErrorKind),
@@ -121,13 +122,17 @@ pub struct LingeringIo<T> {
     peer_eof: bool,
     discard: DiscardFn<T>,
     on_drop: Option<DropHook<T>>,
+    /// The runtime to linger on, if it has timers; found when the IO is wrapped, so that
+    /// a drop (while a panic unwinds, say) asks nothing.
+    runtime: Option<Handle>,
 }
 
 impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state: &dyn fmt::Debug = match &self.state {
             State::Open => &"open",
-            State::Closing(closing) | State::Detached(closing) => closing,
+            State::Closing(closing) => closing,
+            State::HalfClosed => &"half-closed",
             State::Closed => &"closed",
             State::Failed(kind) => kind,
         };
@@ -136,6 +141,7 @@ impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
             .field("state", state)
             .field("peer_eof", &self.peer_eof)
             .field("drop_path", &self.on_drop.is_some())
+            .field("timed", &self.runtime.is_some())
             .finish()
     }
 }
@@ -148,18 +154,7 @@ where
     /// own, so its cap does not limit other connections: use [`LingerGroup::wrap`] or a
     /// [`LingeringListener`](super::LingeringListener) to share one.
     pub fn new(io: T) -> Self {
-        Self::with_group(io, LingerGroup::default())
-    }
-
-    pub(crate) fn with_group(io: T, group: LingerGroup) -> Self {
-        Self {
-            io: Some(io),
-            group,
-            state: State::Open,
-            peer_eof: false,
-            discard: discard::best::<T>,
-            on_drop: Some(spawn_close::<T>),
-        }
+        LingerGroup::default().wrap(io)
     }
 }
 
@@ -170,18 +165,7 @@ where
     /// Wraps any `io`, in a group of its own: lingering happens inside `poll_shutdown`
     /// (no drop path, no task) and reads through the thread's scratch window.
     pub fn local(io: T) -> Self {
-        Self::local_with_group(io, LingerGroup::default())
-    }
-
-    pub(crate) fn local_with_group(io: T, group: LingerGroup) -> Self {
-        Self {
-            io: Some(io),
-            group,
-            state: State::Open,
-            peer_eof: false,
-            discard: discard::portable::<T>,
-            on_drop: None,
-        }
+        LingerGroup::default().wrap_local(io)
     }
 }
 
@@ -200,9 +184,19 @@ impl<T> LingeringIo<T> {
             .expect("LingeringIo holds its IO until into_inner")
     }
 
-    /// Unwraps the inner IO without closing it; a close in progress is abandoned, and
-    /// counted as [`aborted`](super::LingerStats::aborted).
+    /// Unwraps the inner IO without closing it, counted as
+    /// [`released`](super::LingerStats::released); a close in progress in
+    /// `poll_shutdown` is abandoned, and counted as
+    /// [`aborted`](super::LingerStats::aborted).
     pub fn into_inner(mut self) -> T {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Open | State::HalfClosed => {
+                Closing::record_without_close(self.group.clone(), Outcome::Released);
+            }
+            // Dropping it counts it as aborted.
+            State::Closing(closing) => drop(closing),
+            State::Closed | State::Failed(_) => {}
+        }
         self.io
             .take()
             .expect("LingeringIo holds its IO until into_inner")
@@ -216,58 +210,54 @@ impl<T> LingeringIo<T> {
 
 impl<T> Drop for LingeringIo<T> {
     fn drop(&mut self) {
-        // After `into_inner` the IO is gone, and a close in progress ends as `aborted`.
+        // After `into_inner` the IO is gone.
         let Some(io) = self.io.take() else { return };
-        let closing = match std::mem::replace(&mut self.state, State::Closed) {
-            State::Closed | State::Failed(_) => return,
-            State::Open => None,
-            State::Closing(closing) | State::Detached(closing) => Some(closing),
-        };
-        match self.on_drop {
-            Some(hook) => hook(Leftover {
-                io,
-                group: self.group.clone(),
-                closing,
-                peer_eof: self.peer_eof,
-                discard: self.discard,
-            }),
-            // Without the drop path a close in progress is cut short (`aborted`, counted
-            // by its own drop) and an open IO simply closes.
-            None if closing.is_none() => {
-                Closing::record_plain_close(self.group.clone(), self.peer_eof);
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let timed = self.runtime.is_some();
+        let Some(hook) = self.on_drop else {
+            // No drop path: an open IO simply closes, and a close in progress is cut
+            // short (`aborted`, counted by its own drop).
+            if let State::Open | State::HalfClosed = state {
+                Closing::start(self.group.clone(), self.peer_eof, timed).end_plainly();
             }
-            None => {}
-        }
+            return;
+        };
+        let closing = match state {
+            State::Closed | State::Failed(_) => return,
+            State::Open => Closing::start(self.group.clone(), self.peer_eof, timed),
+            State::HalfClosed => {
+                Closing::after_half_close(self.group.clone(), self.peer_eof, timed)
+            }
+            State::Closing(closing) => *closing,
+        };
+        hook(Leftover {
+            io,
+            closing,
+            runtime: self.runtime.take(),
+            discard: self.discard,
+        });
     }
 }
 
+/// The drop path: the rest of the close, in a task on the runtime found at wrap time.
 fn spawn_close<T>(left: Leftover<T>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Leftover {
         mut io,
-        group,
-        closing,
-        peer_eof,
+        mut closing,
+        runtime,
         discard,
     } = left;
-    // A drop while unwinding must not risk a second panic: no probe, no task.
-    let timed = !std::thread::panicking() && timers::available();
-    let mut closing =
-        closing.unwrap_or_else(|| Box::new(Closing::start(group.clone(), peer_eof, timed)));
-    let handle = match Handle::try_current() {
-        Ok(handle) if timed && closing.holds_slot() => handle,
-        _ => {
-            // Nothing to read (the peer is done, or the cap is reached), or nothing to
-            // read with: a plain close is the bounded answer.
-            tracing::trace!(timed, "closing plainly on drop");
-            closing.end_without_linger();
-            return;
-        }
+    // Nothing to read (the peer is done, or the cap is reached), or nothing to read with
+    // (no runtime with timers): the kernel's close is the bounded answer.
+    let runtime = match runtime {
+        Some(runtime) if closing.let_go(true) => runtime,
+        Some(_) => return,
+        None => return closing.end_plainly(),
     };
-    closing.set_drop_path();
-    let guard = group.background_guard();
+    let guard = closing.group().background_guard();
     // Keeps the connection's span (peer address, say) on the background close.
     let close = async move {
         let _guard = guard;
@@ -278,7 +268,7 @@ where
         })
         .await;
     };
-    handle.spawn(close.in_current_span());
+    runtime.spawn(close.in_current_span());
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for LingeringIo<T> {
@@ -327,42 +317,49 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        loop {
-            let closing = match &mut this.state {
-                State::Closed | State::Detached(_) => return Poll::Ready(Ok(())),
-                State::Failed(kind) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        *kind,
-                        "an earlier shutdown of this connection failed",
-                    )))
-                }
-                State::Open => {
-                    // Without a runtime with timers nothing can be bounded: flush and
-                    // half-close like the inner IO, counted as skipped.
-                    let timed = timers::available();
-                    let closing = Closing::start(this.group.clone(), this.peer_eof, timed);
-                    this.state = State::Closing(Box::new(closing));
-                    continue;
-                }
-                State::Closing(closing) => closing,
-            };
-            let io = this
-                .io
-                .as_mut()
-                .expect("LingeringIo holds its IO until into_inner");
-            if let Err(e) = std::task::ready!(closing.poll_half_close(io, cx)) {
-                this.state = State::Failed(e.kind());
-                return Poll::Ready(Err(e));
+        let closing = match &mut this.state {
+            State::Closed | State::HalfClosed => return Poll::Ready(Ok(())),
+            State::Failed(kind) => {
+                return Poll::Ready(Err(io::Error::new(
+                    *kind,
+                    "an earlier shutdown of this connection failed",
+                )))
             }
-            if !closing.is_done() && this.on_drop.is_none() {
+            State::Open => {
+                // Wrapped outside a runtime: ask again, from a poll rather than a drop.
+                if this.runtime.is_none() {
+                    this.runtime = timers::runtime();
+                }
+                let timed = this.runtime.is_some();
+                let closing = Closing::start(this.group.clone(), this.peer_eof, timed);
+                this.state = State::Closing(Box::new(closing));
+                let State::Closing(closing) = &mut this.state else {
+                    unreachable!("just set");
+                };
+                closing
+            }
+            State::Closing(closing) => closing,
+        };
+        let io = this
+            .io
+            .as_mut()
+            .expect("LingeringIo holds its IO until into_inner");
+        if let Err(e) = std::task::ready!(closing.poll_half_close(io, cx)) {
+            this.state = State::Failed(e.kind());
+            return Poll::Ready(Err(e));
+        }
+        if this.on_drop.is_none() {
+            // No drop path: linger here, the IO is let go as far as this wrapper knows.
+            if closing.let_go(false) {
                 std::task::ready!(closing.poll_discard(io, this.discard, cx));
             }
-            this.state = match std::mem::replace(&mut this.state, State::Closed) {
-                State::Closing(closing) if !closing.is_done() => State::Detached(closing),
-                _ => State::Closed,
-            };
+            this.state = State::Closed;
             return Poll::Ready(Ok(()));
         }
+        if let State::Closing(closing) = std::mem::replace(&mut this.state, State::HalfClosed) {
+            closing.hand_over();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -378,7 +375,15 @@ impl LingerGroup {
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        LingeringIo::with_group(io, self.clone())
+        LingeringIo {
+            io: Some(io),
+            group: self.clone(),
+            state: State::Open,
+            peer_eof: false,
+            discard: discard::best::<T>,
+            on_drop: Some(spawn_close::<T>),
+            runtime: timers::runtime(),
+        }
     }
 
     /// Wraps any `io`: the staged close, linger included, happens inside `poll_shutdown`,
@@ -388,6 +393,14 @@ impl LingerGroup {
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        LingeringIo::local_with_group(io, self.clone())
+        LingeringIo {
+            io: Some(io),
+            group: self.clone(),
+            state: State::Open,
+            peer_eof: false,
+            discard: discard::portable::<T>,
+            on_drop: None,
+            runtime: timers::runtime(),
+        }
     }
 }
