@@ -1,7 +1,9 @@
 //! Both fixes in an axum app: [`DrainBodyLayer`] drains request bodies that a
 //! handler leaves unread, so the connection stays usable, and
 //! [`LingeringListener`] closes every connection in stages, so the client gets
-//! the whole response instead of a reset.
+//! the whole response instead of a reset. With `ConnectInfo<SocketAddr>`, a
+//! request timeout and a graceful shutdown that fits in Kubernetes' default
+//! 30 s grace period.
 //!
 //! Run it (the address defaults to `127.0.0.1:3000`; pass another as the first
 //! argument or in `LINGER_ADDR`, and set `RUST_LOG` to change the logging):
@@ -14,7 +16,7 @@
 //! Then try, in another terminal:
 //!
 //! ```text
-//! # Your address, through ConnectInfo<PeerAddr>.
+//! # Your address, through ConnectInfo<SocketAddr>.
 //! curl -s http://127.0.0.1:3000/
 //!
 //! # An ignored 100 KB form, then a second request: `-w` prints how many new
@@ -36,28 +38,38 @@
 //! curl -s http://127.0.0.1:3000/stats
 //! ```
 //!
-//! Ctrl-C stops accepting, waits for open connections to finish and then
-//! for their lingering closes (`LingerGroup::wait_idle`).
+//! Ctrl-C or SIGTERM stops accepting, waits for requests in flight (at most
+//! 15 s) and then for the lingering closes (`LingerGroup::wait_idle`, at most
+//! 10 s): the process is gone within 25 s, before Kubernetes' SIGKILL at 30 s.
 
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
-use linger::{
-    DrainBodyLayer, DrainCounters, LingerConfig, LingerGroup, LingeringListener, PeerAddr,
-};
+use linger::{DrainBodyLayer, DrainCounters, LingerConfig, LingerGroup, LingeringListener};
+use tower_http::timeout::TimeoutLayer;
 use tracing_subscriber::EnvFilter;
+
+/// After the signal, how long requests in flight may take to finish.
+const SERVER_GRACE: Duration = Duration::from_secs(15);
+/// Then, how long lingering closes may take; also each close's `total_timeout`.
+const LINGER_GRACE: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     // `linger=debug` shows one event per connection close, with its outcome
-    // (`peer_eof`, `idle_timeout`, ...) and the bytes it threw away.
+    // (`peer_eof`, `idle_timeout`, ...) and the bytes it threw away, and one
+    // per unfinished request body; `info` the rest, warnings included.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("linger=debug")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,linger=debug")),
         )
         .init();
 
@@ -73,7 +85,7 @@ async fn main() -> std::io::Result<()> {
         tcp,
         LingerConfig::default()
             .idle_timeout(Duration::from_secs(2))
-            .total_timeout(Duration::from_secs(10))
+            .total_timeout(LINGER_GRACE)
             .max_bytes(16 * 1024 * 1024),
     );
     // Kept for `/stats` (the group holds the listener's close counters) and
@@ -94,35 +106,81 @@ async fn main() -> std::io::Result<()> {
                 move || std::future::ready(stats(&counters, &group))
             }),
         )
-        // Up to 256 KiB of what a handler leaves unread is drained so the
-        // connection can serve the next request; larger leftovers get
-        // `Connection: close` instead of being read. Each body's outcome is
-        // counted in `counters`.
+        // A handler that hangs gets a 408, so that the graceful shutdown
+        // does not wait for it forever.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        // Outermost (axum's `.layer()` wraps outwards): up to 256 KiB of what a
+        // handler leaves unread is drained so the connection can serve the
+        // next request; larger leftovers get `Connection: close` instead of
+        // being read. Each body's outcome is counted in `counters`.
         .layer(DrainBodyLayer::new(256 * 1024).counters(counters));
 
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     println!("try: curl -s http://{local}/ && curl -s --data-binary hello http://{local}/echo");
 
-    // `PeerAddr` rather than `SocketAddr`: axum only implements `Connected`
-    // for `SocketAddr` on its own listener types.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<PeerAddr>(),
+    // `tap_io(|_| {})`, outside the `LingeringListener`: axum implements
+    // `Connected` for `SocketAddr` on its `TapIo` and on its own listeners only.
+    let (signalled, mut stopping) = tokio::sync::oneshot::channel();
+    let server = axum::serve(
+        listener.tap_io(|_| {}),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
-        tokio::signal::ctrl_c().await.ok();
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = signalled.send(());
     })
-    .await?;
+    .into_future();
+    // axum's graceful shutdown waits for every request in flight, without a
+    // limit of its own: give it `SERVER_GRACE` once the signal has come.
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        served = &mut server => served?,
+        Ok(()) = &mut stopping => match tokio::time::timeout(SERVER_GRACE, server).await {
+            Ok(served) => served?,
+            Err(_) => tracing::warn!("requests still running {SERVER_GRACE:?} after the signal"),
+        },
+    }
     // hyper's connections have sent their FIN; let their lingering closes end
-    // (at most `total_timeout`) before the runtime does.
-    shutdown_group.wait_idle().await;
+    // before the runtime does (which would cut them short, as `aborted`).
+    if tokio::time::timeout(LINGER_GRACE, shutdown_group.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closes still lingering {LINGER_GRACE:?} later; stopping");
+    }
     println!("stopped; {:?}", shutdown_group.stats());
     Ok(())
 }
 
+/// Ctrl-C, or SIGTERM on Unix (what Kubernetes, Docker and systemd send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
 /// Greets the client with its own address.
-async fn hello(ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>) -> String {
+async fn hello(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
     format!("hello {peer}\n")
 }
 

@@ -28,9 +28,17 @@
 //! curl -s http://127.0.0.1:3001/stats
 //! ```
 //!
+//! The events of a connection, its lingering close included, carry the
+//! connection's span with the peer address:
+//!
+//! ```text
+//! DEBUG conn{peer=127.0.0.1:51234}: linger::lingering::close: linger finished outcome="peer_eof" ...
+//! ```
+//!
 //! Ctrl-C stops accepting, lets open connections finish (hyper-util's
-//! `GracefulShutdown`, at most 10 s), waits for their lingering closes
-//! (`LingerGroup::wait_idle`) and prints the counters.
+//! `GracefulShutdown`, at most 15 s), waits for their lingering closes
+//! (`LingerGroup::wait_idle`, at most 10 s) and prints the counters: 25 s in
+//! all, within Kubernetes' default 30 s grace period.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -44,14 +52,22 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use linger::{DrainBody, DrainBodyLayer, LingerGroup, LingeringListener};
 use tower::ServiceBuilder;
+use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
+
+/// After Ctrl-C, how long open connections may take to finish.
+const SERVER_GRACE: Duration = Duration::from_secs(15);
+/// Then, how long lingering closes may take.
+const LINGER_GRACE: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    // `linger=debug` shows what happened to each unread body and each close.
+    // `linger=debug` shows what happened to each unread body and each close;
+    // `info` the rest, spans and warnings included.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("linger=debug")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,linger=debug")),
         )
         .init();
 
@@ -94,28 +110,40 @@ async fn main() -> std::io::Result<()> {
         // hyper wants its own `Service` trait; this adapts the tower stack.
         let service = TowerToHyperService::new(service.clone());
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // `io` is a `LingeringIo<TcpStream>`: when hyper shuts the
-            // connection down (or drops it on an error), it closes in stages.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(io), service);
-            let conn = watcher.watch(conn);
-            if let Err(err) = conn.await {
-                tracing::info!(%peer, %err, "connection ended with an error");
+        // The span goes with the connection's events: the layer's decisions,
+        // and the lingering close, which keeps it in its background task.
+        let span = tracing::info_span!("conn", %peer);
+        tokio::spawn(
+            async move {
+                // `io` is a `LingeringIo<TcpStream>`: when hyper shuts the
+                // connection down (or drops it on an error), it closes in stages.
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(io), service);
+                let conn = watcher.watch(conn);
+                if let Err(err) = conn.await {
+                    tracing::info!(%err, "connection ended with an error");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     // Open connections finish their current request and close (their FIN goes
     // out); then their lingering closes end, before the runtime does.
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+    if tokio::time::timeout(SERVER_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after 10 s; stopping anyway");
+        tracing::warn!("connections still open after {SERVER_GRACE:?}; stopping anyway");
     }
-    group.wait_idle().await;
+    // `wait_idle` alone may take the whole `total_timeout` (30 s by default).
+    if tokio::time::timeout(LINGER_GRACE, group.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closes still lingering after {LINGER_GRACE:?}; stopping anyway");
+    }
     println!("stopped; {:?}", group.stats());
     Ok(())
 }

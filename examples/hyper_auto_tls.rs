@@ -66,10 +66,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> io::Result<()> {
-    // `linger=debug` shows what happened to each unread body and each close.
+    // `linger=debug` shows what happened to each unread body and each close;
+    // `info` the rest, spans and warnings included.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("linger=debug")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,linger=debug")),
         )
         .init();
 

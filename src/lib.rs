@@ -38,6 +38,7 @@
 
 pub mod drain;
 pub mod lingering;
+mod metrics;
 mod timers;
 
 #[cfg(feature = "axum")]
@@ -46,6 +47,7 @@ pub use drain::{DrainBody, DrainBodyLayer, DrainBodyService, DrainCounters, Drai
 #[cfg(feature = "axum")]
 pub use lingering::PeerAddr;
 pub use lingering::{LingerConfig, LingerGroup, LingerStats, LingeringIo, LingeringListener};
+pub use metrics::{Metric, MetricKind};
 
 #[cfg(all(doctest, feature = "axum"))]
 #[doc = include_str!("../README.md")]

@@ -114,6 +114,16 @@ impl DrainStats {
         .into_iter()
         .fold(0, u64::saturating_add)
     }
+
+    /// Every value of the snapshot as a [`Metric`](crate::Metric), named for Prometheus:
+    /// `linger_drain_bodies_total{outcome="..."}`, `linger_drained_bytes_total` and
+    /// `linger_drains_in_progress`.
+    ///
+    /// Fields added in later versions show up here too, so an exporter that loops over
+    /// this never misses one. See [`Metric`](crate::Metric) for an exporter.
+    pub fn metrics(&self) -> impl Iterator<Item = crate::Metric> {
+        crate::metrics::drain(self)
+    }
 }
 
 impl DrainCounters {

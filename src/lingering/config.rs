@@ -36,7 +36,11 @@ const DEFAULT_MAX_LINGERING: usize = 1024;
 /// let config = LingerConfig::new()
 ///     .idle_timeout(Duration::from_secs(5))
 ///     .max_lingering(4096);
-/// # let _ = config;
+/// // Each bound reads back through a `get_` method (the bare names set it).
+/// assert_eq!(config.get_idle_timeout(), Duration::from_secs(5));
+/// assert_eq!(config.get_total_timeout(), Duration::from_secs(30));
+/// assert_eq!(config.get_max_bytes(), 64 * 1024 * 1024);
+/// assert_eq!(config.get_max_lingering(), 4096);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LingerConfig {
@@ -54,6 +58,7 @@ impl Default for LingerConfig {
 
 impl LingerConfig {
     /// The defaults: 2 s idle, 30 s total, 64 MiB, 1024 connections at once.
+    #[must_use]
     pub const fn new() -> Self {
         Self {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -64,18 +69,21 @@ impl LingerConfig {
     }
 
     /// Sets how long to wait for the next bytes (or EOF) from the peer while lingering.
+    #[must_use]
     pub const fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
     }
 
     /// Sets the cap on the whole staged close, flush and half-close included.
+    #[must_use]
     pub const fn total_timeout(mut self, timeout: Duration) -> Self {
         self.total_timeout = timeout;
         self
     }
 
     /// Sets the cap on bytes read and thrown away while lingering.
+    #[must_use]
     pub const fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
@@ -89,8 +97,39 @@ impl LingerConfig {
     /// few hundred bytes of process memory for its task and timers, for at most
     /// [`total_timeout`](Self::total_timeout); hyper's buffers are freed when the linger
     /// starts. See BENCHMARKS.md for measured figures.
+    #[must_use]
     pub const fn max_lingering(mut self, max_lingering: usize) -> Self {
         self.max_lingering = max_lingering;
         self
+    }
+
+    /// How long a lingering close waits for the next bytes (or EOF) from the peer; see
+    /// [`idle_timeout`](Self::idle_timeout).
+    #[must_use]
+    pub const fn get_idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The cap on one whole staged close; see [`total_timeout`](Self::total_timeout).
+    ///
+    /// [`LingerGroup::wait_idle`](super::LingerGroup::wait_idle) takes at most this long
+    /// after the last connection closed.
+    #[must_use]
+    pub const fn get_total_timeout(&self) -> Duration {
+        self.total_timeout
+    }
+
+    /// The cap on bytes thrown away by one lingering close; see
+    /// [`max_bytes`](Self::max_bytes).
+    #[must_use]
+    pub const fn get_max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// How many connections of one group may linger at once; see
+    /// [`max_lingering`](Self::max_lingering).
+    #[must_use]
+    pub const fn get_max_lingering(&self) -> usize {
+        self.max_lingering
     }
 }

@@ -6,13 +6,57 @@ use axum::serve::{IncomingStream, Listener};
 use super::LingeringListener;
 
 /// The peer address of a connection accepted by a [`LingeringListener`], for axum's
-/// `ConnectInfo` extractor.
+/// `ConnectInfo` extractor, without `tap_io`.
 ///
-/// axum 0.8 implements `Connected` for `SocketAddr` only for the `IncomingStream` of its
-/// own listener types, and the orphan rules forbid this crate doing the same for
-/// `LingeringListener`. Use `ConnectInfo<PeerAddr>` instead, as below, or keep
-/// `ConnectInfo<SocketAddr>` by passing the listener through axum's
-/// `ListenerExt::tap_io(|_| {})`, for which axum implements it for any listener.
+/// Most apps do not need it: pass the listener through axum's `ListenerExt::tap_io(|_| {})`
+/// and keep `ConnectInfo<SocketAddr>`, which middleware such as rate limiters expect:
+///
+/// ```no_run
+/// use std::net::SocketAddr;
+///
+/// use axum::{extract::ConnectInfo, routing::get, serve::ListenerExt, Router};
+/// use linger::LingeringListener;
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let app = Router::new().route(
+///     "/",
+///     get(|ConnectInfo(addr): ConnectInfo<SocketAddr>| async move { format!("hello {addr}") }),
+/// );
+/// let listener = LingeringListener::new(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
+/// let group = listener.group().clone(); // for `wait_idle` and stats: `TapIo` hides it
+/// axum::serve(
+///     listener.tap_io(|_| {}), // outside the LingeringListener, not inside
+///     app.into_make_service_with_connect_info::<SocketAddr>(),
+/// )
+/// .await?;
+/// group.wait_idle().await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Why: axum 0.8 implements `Connected` for `SocketAddr` only on the `IncomingStream` of
+/// its own `TcpListener` and of `TapIo` (for any listener's address), and the orphan rule
+/// forbids this crate adding `LingeringListener` to the list. Without `tap_io`, the
+/// `axum::serve` call fails with E0277, "`SocketAddr: Connected<IncomingStream<'a,
+/// LingeringListener>>` is not satisfied", then "`Serve<..>` is not a future":
+///
+/// ```compile_fail,E0277
+/// # use std::net::SocketAddr;
+/// # use axum::Router;
+/// # use linger::LingeringListener;
+/// # async fn run(app: Router, tcp: tokio::net::TcpListener) -> std::io::Result<()> {
+/// axum::serve(
+///     LingeringListener::new(tcp),
+///     app.into_make_service_with_connect_info::<SocketAddr>(),
+/// )
+/// .await
+/// # }
+/// ```
+///
+/// `tap_io` inside (`LingeringListener::new(tcp.tap_io(..))`) does not help either: the
+/// outermost listener is what counts. `PeerAddr` is `Connected` for the
+/// `LingeringListener` itself, so it needs no `tap_io`, at the price of handlers
+/// extracting `ConnectInfo<PeerAddr>`.
 ///
 /// # Example
 ///

@@ -111,6 +111,16 @@ impl LingerStats {
         .into_iter()
         .fold(0, u64::saturating_add)
     }
+
+    /// Every value of the snapshot as a [`Metric`](crate::Metric), named for Prometheus:
+    /// `linger_closes_total{outcome="..."}`, `linger_discarded_bytes_total`,
+    /// `linger_lingering_connections` and `linger_lingering_background_connections`.
+    ///
+    /// Fields added in later versions show up here too, so an exporter that loops over
+    /// this never misses one. See [`Metric`](crate::Metric) for an exporter.
+    pub fn metrics(&self) -> impl Iterator<Item = crate::Metric> {
+        crate::metrics::linger(self)
+    }
 }
 
 impl fmt::Debug for LingerGroup {

@@ -12,8 +12,13 @@ use super::{LingerConfig, LingerGroup, LingerStats, LingeringIo};
 ///
 /// With a `tokio::net::TcpListener` it offers [`accept`](Self::accept) for a plain hyper
 /// accept loop. With the `axum` feature it implements `axum::serve::Listener` for any
-/// axum listener, so that `axum::serve(LingeringListener::new(tcp), app)` works; see
-/// `PeerAddr` (feature `axum`) for `ConnectInfo`.
+/// axum listener, so that `axum::serve(LingeringListener::new(tcp), app)` works.
+///
+/// For axum's `ConnectInfo<SocketAddr>`, pass it through axum's `ListenerExt::tap_io`:
+/// `axum::serve(listener.tap_io(|_| {}), app.into_make_service_with_connect_info::<SocketAddr>())`.
+/// axum implements `Connected` for the address of any listener wrapped in its `TapIo`,
+/// and for no other listener but its own (see `PeerAddr`, feature `axum`, for why and for
+/// the alternative). Clone the [`group`](Self::group) first: `TapIo` hides it.
 ///
 /// # Example
 ///
