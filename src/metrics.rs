@@ -157,6 +157,7 @@ pub(crate) fn linger(stats: &LingerStats) -> impl Iterator<Item = Metric> {
         error,
         skipped,
         aborted,
+        released,
         lingering,
         background,
         bytes_discarded,
@@ -169,6 +170,7 @@ pub(crate) fn linger(stats: &LingerStats) -> impl Iterator<Item = Metric> {
         Metric::outcome(CLOSES, CLOSES_HELP, "error", error),
         Metric::outcome(CLOSES, CLOSES_HELP, "skipped", skipped),
         Metric::outcome(CLOSES, CLOSES_HELP, "aborted", aborted),
+        Metric::outcome(CLOSES, CLOSES_HELP, "released", released),
         Metric::counter(
             "linger_discarded_bytes_total",
             "Bytes read from clients and thrown away by lingering closes",
@@ -246,6 +248,7 @@ mod tests {
             error: 5,
             skipped: 6,
             aborted: 7,
+            released: 11,
             lingering: 8,
             background: 9,
             bytes_discarded: 10,
@@ -310,7 +313,7 @@ mod tests {
     fn linger_metrics_list_every_field_once() {
         let stats = linger_stats();
         let metrics: Vec<Metric> = stats.metrics().collect();
-        check(&metrics, 10);
+        check(&metrics, 11);
         let closes: u64 = metrics
             .iter()
             .filter(|m| m.name == CLOSES)

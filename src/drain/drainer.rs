@@ -9,6 +9,7 @@ use bytes::Buf;
 use http_body::Body;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::counters::{Outcome, Tally};
 
@@ -124,16 +125,20 @@ where
     ///
     /// The deadline's timer is made inside the task, so this can be called
     /// from anywhere, `Drop` included. Dropping the body when the drain gives
-    /// up tells hyper to close the connection after the response.
+    /// up tells hyper to close the connection after the response. The task
+    /// keeps the current span (the connection's, say).
     pub(crate) fn spawn(mut self, runtime: &Handle, deadline: Instant) {
         self.start_draining();
-        runtime.spawn(async move {
-            let drained = poll_fn(|cx| self.poll_drain(cx));
-            let end = tokio::time::timeout_at(deadline, drained)
-                .await
-                .unwrap_or(DrainEnd::Deadline);
-            self.finish(end, false);
-        });
+        runtime.spawn(
+            async move {
+                let drained = poll_fn(|cx| self.poll_drain(cx));
+                let end = tokio::time::timeout_at(deadline, drained)
+                    .await
+                    .unwrap_or(DrainEnd::Deadline);
+                self.finish(end, false);
+            }
+            .in_current_span(),
+        );
     }
 }
 
