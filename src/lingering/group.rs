@@ -312,3 +312,40 @@ impl Outcome {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// A close records its outcome, then leaves the gauge. A snapshot that saw it leave
+    /// the gauge must also see its outcome: every close started before the snapshot is
+    /// either lingering or counted. Before (counters read first), a close ending between
+    /// the two reads was in neither.
+    #[test]
+    fn a_snapshot_misses_no_close() {
+        let group = LingerGroup::default();
+        let started = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let closer = {
+            let (group, started, stop) = (group.clone(), Arc::clone(&started), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    assert!(group.try_acquire());
+                    started.fetch_add(1, Ordering::SeqCst);
+                    group.record(Outcome::PeerEof, 0);
+                    group.release();
+                }
+            })
+        };
+        for _ in 0..2_000_000 {
+            let before = started.load(Ordering::SeqCst);
+            let stats = group.stats();
+            let seen = stats.closes() + u64::try_from(stats.lingering).unwrap();
+            assert!(seen >= before, "{before} closes started, {stats:?}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        closer.join().unwrap();
+    }
+}

@@ -1,0 +1,297 @@
+//! The rarer ways a connection ends (issue 11): a handler that panics, a tunnel that
+//! half-closes one way and keeps forwarding the other, runtimes without timers, and
+//! clients that send their whole body before reading.
+//!
+//! Every server here is built the way the README builds it, on real sockets.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use linger::{DrainBody, DrainBodyLayer, LingerConfig, LingerGroup, LingeringListener};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tower::ServiceBuilder;
+
+const STEP: Duration = Duration::from_secs(5);
+
+async fn step<F: Future>(what: &str, fut: F) -> F::Output {
+    timeout(STEP, fut)
+        .await
+        .unwrap_or_else(|_| panic!("step timed out after {STEP:?}: {what}"))
+}
+
+const UPLOAD: usize = 256 * 1024;
+
+/// The README's hyper accept loop, around `handle`, with `listener`'s group.
+async fn readme_hyper<F, Fut>(listener: LingeringListener, handle: F) -> SocketAddr
+where
+    F: Fn(Request<DrainBody<Incoming>>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<String>, Infallible>> + Send + 'static,
+{
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _peer)) = listener.accept().await else {
+                return;
+            };
+            let service = ServiceBuilder::new()
+                .layer(DrainBodyLayer::new(256 * 1024))
+                .service_fn(handle.clone());
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+// ------------------------------------------------------------ handler panics --
+
+async fn panics(_request: Request<DrainBody<Incoming>>) -> Result<Response<String>, Infallible> {
+    panic!("the handler panics (a test of connection_ends)")
+}
+
+/// Sends a POST with a 256 KiB body to a handler that panics without reading it, and
+/// checks that the connection ends with a FIN, not a reset, and lingers until the
+/// client's own FIN.
+///
+/// The connection's task unwinds with the panic and tokio drops the connection inside
+/// its panic guard. Before (d39598f), a drop while panicking closed plainly: Linux
+/// answered the unread upload with RST, 0 clean closes out of 10.
+async fn panic_mid_upload(addr: SocketAddr, group: &LingerGroup) {
+    let mut stream = step("connect", TcpStream::connect(addr)).await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {UPLOAD}\r\n\r\n");
+    step("head", stream.write_all(head.as_bytes()))
+        .await
+        .unwrap();
+    // The write itself may meet the reset (broken pipe) before the read does.
+    let sent = step("body", stream.write_all(&vec![b'u'; UPLOAD])).await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let read = timeout(Duration::from_millis(500), stream.read(&mut buf))
+        .await
+        .expect("the FIN arrives within 0.5 s");
+    assert!(
+        matches!(read, Ok(0)) && sent.is_ok(),
+        "expected a FIN and no response (the handler panicked), got {read:?} (sent: {sent:?})"
+    );
+    // The server still reads and discards: what follows meets no reset.
+    assert_eq!(group.stats().lingering, 1, "{:?}", group.stats());
+    step("more", stream.write_all(&[b'm'; 4096])).await.unwrap();
+    assert_eq!(step("read again", stream.read(&mut buf)).await.unwrap(), 0);
+    drop(stream);
+    step("linger ends", group.wait_idle()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_hyper_handler_gets_a_staged_close() {
+    let listener = LingeringListener::new(bind().await);
+    let group = listener.group().clone();
+    let addr = readme_hyper(listener, panics).await;
+    for round in 1..=10 {
+        panic_mid_upload(addr, &group).await;
+        let stats = group.stats();
+        assert_eq!(
+            (stats.peer_eof, stats.closes()),
+            (round, round),
+            "{stats:?}"
+        );
+    }
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_axum_handler_gets_a_staged_close() {
+    use axum::routing::post;
+
+    async fn panics() -> &'static str {
+        panic!("the handler panics (a test of connection_ends)")
+    }
+    // The README's axum setup, without `CatchPanicLayer`.
+    let app = axum::Router::new()
+        .route("/upload", post(panics))
+        .layer(DrainBodyLayer::new(256 * 1024));
+    let tcp = bind().await;
+    let addr = tcp.local_addr().unwrap();
+    let listener = LingeringListener::new(tcp);
+    let group = listener.group().clone();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for round in 1..=10 {
+        panic_mid_upload(addr, &group).await;
+        let stats = group.stats();
+        assert_eq!(
+            (stats.peer_eof, stats.closes()),
+            (round, round),
+            "{stats:?}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ tunnels --
+
+/// An upstream that greets, ends its side at once (EOF into the tunnel), and returns
+/// everything it then receives until the client's EOF.
+async fn upstream() -> (SocketAddr, tokio::task::JoinHandle<Vec<u8>>) {
+    let tcp = bind().await;
+    let addr = tcp.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = tcp.accept().await.unwrap();
+        stream.write_all(b"hello from upstream").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    (addr, task)
+}
+
+/// A `CONNECT` tunnel (`copy_bidirectional` over hyper's `Upgraded`) whose upstream ends
+/// its side first: the tunnel half-closes towards the client (`poll_shutdown`, FIN) and
+/// keeps forwarding the client's bytes for longer than `total_timeout`, until the client
+/// ends. Nothing lingers meanwhile: no slot, `wait_idle` resolves, and the client's EOF
+/// counts as `peer_eof`.
+///
+/// Before (d39598f): the FIN took a lingering slot and kept it for the tunnel's life
+/// (`lingering == 1`, `wait_idle` pending), and the client's later EOF was counted as
+/// `total_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_tunnel_is_not_lingering() {
+    let total = Duration::from_millis(300);
+    let listener =
+        LingeringListener::with_config(bind().await, LingerConfig::new().total_timeout(total));
+    let group = listener.group().clone();
+    let (upstream_addr, upstream_got) = upstream().await;
+    let addr = readme_hyper(
+        listener,
+        move |mut request: Request<DrainBody<Incoming>>| async move {
+            assert_eq!(request.method(), Method::CONNECT);
+            let on_upgrade = hyper::upgrade::on(&mut request);
+            tokio::spawn(async move {
+                let upgraded = on_upgrade.await.expect("upgraded");
+                let mut client = TokioIo::new(upgraded);
+                let mut upstream = TcpStream::connect(upstream_addr).await.unwrap();
+                tokio::io::copy_bidirectional(&mut client, &mut upstream)
+                    .await
+                    .expect("tunnel");
+            });
+            Ok(Response::new(String::new()))
+        },
+    )
+    .await;
+
+    let mut stream = step("connect", TcpStream::connect(addr)).await.unwrap();
+    let connect = format!("CONNECT {upstream_addr} HTTP/1.1\r\nHost: {upstream_addr}\r\n\r\n");
+    step("CONNECT", stream.write_all(connect.as_bytes()))
+        .await
+        .unwrap();
+    // The 200, then what upstream said, then the tunnel's FIN.
+    let mut got = Vec::new();
+    step("read to the tunnel's FIN", stream.read_to_end(&mut got))
+        .await
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\nhello from upstream"), "{got}");
+
+    // Still forwarding the client's bytes, for longer than total_timeout.
+    let started = tokio::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < total + Duration::from_millis(200) {
+        step("forward", stream.write_all(b"client data;"))
+            .await
+            .unwrap();
+        sent += 1;
+        let stats = group.stats();
+        assert_eq!((stats.lingering, stats.closes()), (0, 0), "{stats:?}");
+        step("wait_idle resolves", group.wait_idle()).await;
+        // Pacing the scenario, not synchronising: the tunnel must outlive total_timeout.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    step("client ends", stream.shutdown()).await.unwrap();
+    let forwarded = step("upstream got it all", upstream_got).await.unwrap();
+    assert_eq!(forwarded, b"client data;".repeat(sent));
+    // The tunnel's task drops the IO once both directions are done.
+    let mut rest = Vec::new();
+    step("EOF", stream.read_to_end(&mut rest)).await.unwrap();
+    step("closes", async {
+        while group.stats().closes() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    step("wait_idle", group.wait_idle()).await;
+    let stats = group.stats();
+    assert_eq!(
+        (stats.peer_eof, stats.total_timeout, stats.closes()),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+}
+
+// -------------------------------------------------- runtimes without timers --
+
+/// Two runtimes built without timers, used in turn for six connections: the crate asks
+/// each runtime once whether it has timers, so tokio's "timers are disabled" panic
+/// reaches the application's panic hook twice, not once per connection. Every
+/// connection still closes (plainly: nothing can be bounded in time), counted as skipped.
+///
+/// Before (d39598f): a one-slot cache, so the hook ran on every close, 6 times.
+#[test]
+fn runtimes_without_timers_are_asked_once_each() {
+    let this_thread = std::thread::current().id();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let previous = std::panic::take_hook();
+    let counted = Arc::clone(&asked);
+    std::panic::set_hook(Box::new(move |info| {
+        let timers = info.to_string().contains("timers are disabled");
+        if timers && std::thread::current().id() == this_thread {
+            counted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            previous(info);
+        }
+    }));
+    let without_timers = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap()
+    };
+    let runtimes = [without_timers(), without_timers()];
+    let group = LingerGroup::default();
+    for _ in 0..3 {
+        for runtime in &runtimes {
+            runtime.block_on(async {
+                let tcp = bind().await;
+                let (client, accepted) =
+                    tokio::join!(TcpStream::connect(tcp.local_addr().unwrap()), tcp.accept());
+                let (mut client, server) = (client.unwrap(), accepted.unwrap().0);
+                let mut io = group.wrap(server);
+                io.write_all(b"bye").await.unwrap();
+                io.shutdown().await.unwrap();
+                drop(io);
+                let mut got = Vec::new();
+                client.read_to_end(&mut got).await.unwrap();
+                assert_eq!(got, b"bye");
+            });
+        }
+    }
+    assert_eq!(asked.load(Ordering::Relaxed), 2);
+    let stats = group.stats();
+    assert_eq!((stats.skipped, stats.closes()), (6, 6), "{stats:?}");
+}
