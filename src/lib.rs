@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod connection;
 pub mod drain;
 pub mod lingering;
 mod metrics;

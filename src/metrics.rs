@@ -203,6 +203,7 @@ pub(crate) fn drain(stats: &DrainStats) -> impl Iterator<Item = Metric> {
         expect_continue,
         no_timers,
         passed_through,
+        left_to_linger,
         abandoned,
         draining,
         bytes_drained,
@@ -217,6 +218,7 @@ pub(crate) fn drain(stats: &DrainStats) -> impl Iterator<Item = Metric> {
         Metric::outcome(BODIES, BODIES_HELP, "expect_continue", expect_continue),
         Metric::outcome(BODIES, BODIES_HELP, "no_timers", no_timers),
         Metric::outcome(BODIES, BODIES_HELP, "passed_through", passed_through),
+        Metric::outcome(BODIES, BODIES_HELP, "left_to_linger", left_to_linger),
         Metric::outcome(BODIES, BODIES_HELP, "abandoned", abandoned),
         Metric::counter(
             "linger_drained_bytes_total",
@@ -266,6 +268,7 @@ mod tests {
             expect_continue: 7,
             no_timers: 8,
             passed_through: 9,
+            left_to_linger: 13,
             abandoned: 10,
             draining: 11,
             bytes_drained: 12,
@@ -326,7 +329,7 @@ mod tests {
     fn drain_metrics_list_every_field_once() {
         let stats = drain_stats();
         let metrics: Vec<Metric> = stats.metrics().collect();
-        check(&metrics, 12);
+        check(&metrics, 13);
         let settled: u64 = metrics
             .iter()
             .filter(|m| m.name == BODIES)

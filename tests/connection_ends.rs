@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -294,4 +295,96 @@ fn runtimes_without_timers_are_asked_once_each() {
     assert_eq!(asked.load(Ordering::Relaxed), 2);
     let stats = group.stats();
     assert_eq!((stats.skipped, stats.closes()), (6, 6), "{stats:?}");
+}
+
+// ------------------------------------------------------ clients that send first --
+
+const RESPONSE: usize = 8 * 1024 * 1024;
+
+/// What a blocking client that sends its whole body before it reads (Python's
+/// `http.client` and `requests`, Java's `HttpURLConnection` in fixed-length mode) gets:
+/// the response head and the length of its body, read to EOF.
+fn send_then_read(addr: SocketAddr, body: usize) -> io::Result<(String, usize)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    // A deadlock shows as a timeout here, not as a hung test.
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!("POST /ignore HTTP/1.1\r\nHost: test\r\nContent-Length: {body}\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
+    let chunk = vec![b'u'; 64 * 1024];
+    let mut left = body;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        stream.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| io::Error::other("no response head"))?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    Ok((head, raw.len() - end - 4))
+}
+
+/// Sends 4 MiB and 32 MiB bodies, first, to a handler that ignores them and answers
+/// with 8 MiB: the response arrives whole, announced as the connection's last, and the
+/// connection then closes cleanly. The declared body is above the drain limit, so the
+/// layer does not read it; the `LingeringIo` beneath throws it away, without copying,
+/// while the response is written (counted in `bytes_discarded`).
+///
+/// Before (d39598f), as with plain hyper and Go: the server stopped reading and blocked
+/// writing, the client blocked sending, and both waited (here: the client's 10 s write
+/// timeout). nginx answers the same requests whole (BENCHMARKS.md).
+async fn whole_responses_for_clients_that_send_first(addr: SocketAddr, group: &LingerGroup) {
+    for (round, body) in [4 << 20, 32 << 20].into_iter().enumerate() {
+        let (head, len) = step(
+            "send, then read",
+            tokio::task::spawn_blocking(move || send_then_read(addr, body)),
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{body} bytes sent first: {e}"));
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert_eq!(len, RESPONSE);
+        step("linger ends", group.wait_idle()).await;
+        let stats = group.stats();
+        assert_eq!(stats.peer_eof, round as u64 + 1, "{stats:?}");
+    }
+    // What the layer left: most of both bodies, discarded beneath it.
+    let discarded = group.stats().bytes_discarded;
+    assert!(discarded > 35 << 20, "{discarded} bytes discarded");
+}
+
+async fn ignores_and_answers_8_mib(
+    _request: Request<DrainBody<Incoming>>,
+) -> Result<Response<String>, Infallible> {
+    Ok(Response::new("r".repeat(RESPONSE)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_answers_clients_that_send_first_whole() {
+    let listener = LingeringListener::new(bind().await);
+    let group = listener.group().clone();
+    let addr = readme_hyper(listener, ignores_and_answers_8_mib).await;
+    whole_responses_for_clients_that_send_first(addr, &group).await;
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_answers_clients_that_send_first_whole() {
+    use axum::routing::post;
+
+    let app = axum::Router::new()
+        .route("/ignore", post(|| async { "r".repeat(RESPONSE) }))
+        .layer(DrainBodyLayer::new(256 * 1024));
+    let tcp = bind().await;
+    let addr = tcp.local_addr().unwrap();
+    let listener = LingeringListener::new(tcp);
+    let group = listener.group().clone();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    whole_responses_for_clients_that_send_first(addr, &group).await;
 }

@@ -220,6 +220,7 @@ mod tests {
             timeout: Duration::ZERO,
             wait_for_drain: false,
             expects_continue: false,
+            request_closes: false,
         };
         for ended in [false, true] {
             for _ in 0..2000 {
@@ -244,7 +245,12 @@ mod tests {
                     AtResponse::StillHeld(slot) => {
                         // No runtime: an unfinished held body counts as `no_timers`.
                         let schedule = Schedule::from_now(Duration::ZERO);
-                        slot.drain_when_dropped(HeldBody::new(rules, schedule, counters.tally()));
+                        slot.drain_when_dropped(HeldBody::new(
+                            rules,
+                            schedule,
+                            None,
+                            counters.tally(),
+                        ));
                         0
                     }
                     AtResponse::Finished => 1,

@@ -41,6 +41,16 @@ pub(crate) fn mark_close<ResBody>(response: &mut Response<ResBody>, request: Ver
     headers.insert(header::CONNECTION, value);
 }
 
+/// Whether a message of `version` with these headers ends its connection, as hyper reads
+/// it: `Connection: close`, or HTTP/1.0 without `Connection: keep-alive`.
+pub(crate) fn ends_connection(version: Version, headers: &HeaderMap) -> bool {
+    if version == Version::HTTP_10 {
+        !lists(headers, b"keep-alive")
+    } else {
+        lists(headers, b"close")
+    }
+}
+
 /// Whether a `Connection` header lists `token`.
 fn lists(headers: &HeaderMap, token: &[u8]) -> bool {
     headers.get_all(header::CONNECTION).iter().any(|value| {
@@ -94,6 +104,27 @@ mod tests {
     fn an_existing_close_is_left_as_it_is() {
         let response = marked(Version::HTTP_11, &["upgrade", "Close"]);
         assert_eq!(connection(&response), ["upgrade", "Close"]);
+    }
+
+    #[test]
+    fn connections_end_as_hyper_reads_it() {
+        let headers = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::CONNECTION, HeaderValue::from_str(value).unwrap());
+            }
+            headers
+        };
+        assert!(!ends_connection(Version::HTTP_11, &headers(&[])));
+        assert!(ends_connection(
+            Version::HTTP_11,
+            &headers(&["upgrade, Close"])
+        ));
+        assert!(ends_connection(Version::HTTP_10, &headers(&[])));
+        assert!(!ends_connection(
+            Version::HTTP_10,
+            &headers(&["Keep-Alive"])
+        ));
     }
 
     #[test]

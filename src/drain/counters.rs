@@ -41,6 +41,7 @@ struct Counts {
     expect_continue: AtomicU64,
     no_timers: AtomicU64,
     passed_through: AtomicU64,
+    left_to_linger: AtomicU64,
     abandoned: AtomicU64,
     draining: AtomicUsize,
     bytes_drained: AtomicU64,
@@ -84,6 +85,12 @@ pub struct DrainStats {
     /// Left alone: HTTP/2 and later, `101 Switching Protocols`, and `2xx`
     /// answers to `CONNECT`.
     pub passed_through: u64,
+    /// Not drained: the connection closes after the response anyway (the
+    /// request or the response says `Connection: close`), and the
+    /// [`LingeringIo`](crate::LingeringIo) beneath it throws the rest away
+    /// without copying, while the response is written and after the FIN
+    /// (counted in its group's `bytes_discarded`).
+    pub left_to_linger: u64,
     /// No response left the layer (the service failed or panicked, or its
     /// future was dropped), or a drain was dropped before it ended (its
     /// connection or runtime went away).
@@ -109,6 +116,7 @@ impl DrainStats {
             self.expect_continue,
             self.no_timers,
             self.passed_through,
+            self.left_to_linger,
             self.abandoned,
         ]
         .into_iter()
@@ -148,6 +156,7 @@ impl DrainCounters {
             expect_continue: load(&c.expect_continue),
             no_timers: load(&c.no_timers),
             passed_through: load(&c.passed_through),
+            left_to_linger: load(&c.left_to_linger),
             abandoned: load(&c.abandoned),
             draining,
             bytes_drained: load(&c.bytes_drained),
@@ -183,6 +192,7 @@ pub(crate) enum Outcome {
     ExpectContinue,
     NoTimers,
     PassedThrough,
+    LeftToLinger,
     Abandoned,
 }
 
@@ -199,6 +209,7 @@ impl Outcome {
             Self::ExpectContinue => "expect_continue",
             Self::NoTimers => "no_timers",
             Self::PassedThrough => "passed_through",
+            Self::LeftToLinger => "left_to_linger",
             Self::Abandoned => "abandoned",
         }
     }
@@ -264,6 +275,7 @@ impl Tally {
             Outcome::ExpectContinue => &counts.expect_continue,
             Outcome::NoTimers => &counts.no_timers,
             Outcome::PassedThrough => &counts.passed_through,
+            Outcome::LeftToLinger => &counts.left_to_linger,
             Outcome::Abandoned => &counts.abandoned,
         };
         counter.fetch_add(1, Ordering::Relaxed);

@@ -5,6 +5,7 @@
 //! response or held it past the response and dropped it later; only the
 //! second cannot drain in place or hold the response back.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 
 use super::counters::{Outcome, Tally};
 use super::drainer::{DrainEnd, Drainer};
+use crate::connection::Link;
 use crate::timers;
 
 /// The layer's settings and the request's facts that decide a drain.
@@ -24,6 +26,9 @@ pub(crate) struct Rules {
     pub(crate) wait_for_drain: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request.
     pub(crate) expects_continue: bool,
+    /// The request ends its connection (`Connection: close`, HTTP/1.0 without
+    /// keep-alive): whatever the response, the connection closes after it.
+    pub(crate) request_closes: bool,
 }
 
 /// What the service did with the body, as seen when it let go of it.
@@ -78,12 +83,16 @@ pub(crate) enum Decision<B> {
 ///
 /// `cx` is the response future's context: with it, what has already arrived
 /// is taken at once, and the response may wait for the drain. `schedule` is
-/// asked only when the drain has to wait for the peer.
+/// asked only when the drain has to wait for the peer. `closing` is the link
+/// to the `LingeringIo` beneath a connection that closes after the response
+/// anyway: that IO then throws the rest away, without copying, while the
+/// response is written and after the FIN, and nothing is drained here.
 pub(crate) fn decide<B>(
     unread: UnreadBody<B>,
     rules: Rules,
     tally: Tally,
     schedule: impl FnOnce() -> Schedule,
+    closing: Option<Arc<Link>>,
     cx: Option<&mut Context<'_>>,
 ) -> Decision<B>
 where
@@ -92,6 +101,11 @@ where
     let UnreadBody { body, progress } = unread;
     if progress.ended || body.is_end_stream() {
         tally.settle(Outcome::Read, 0, Duration::ZERO);
+        return Decision::Settled { close: false };
+    }
+    if let Some(link) = closing {
+        link.discard_while_closing();
+        tally.settle(Outcome::LeftToLinger, 0, Duration::ZERO);
         return Decision::Settled { close: false };
     }
     if let Some(outcome) = refusal(progress, rules) {
@@ -152,11 +166,13 @@ fn refusal(progress: Progress, rules: Rules) -> Option<Outcome> {
 /// Made where the body's type is known to be drainable, run from
 /// `DrainBody`'s `Drop`, which knows nothing about its type.
 pub(crate) struct HeldBody<B> {
-    dropped: fn(UnreadBody<B>, Rules, Schedule, Tally),
+    dropped: fn(UnreadBody<B>, Rules, Schedule, Tally, Option<Arc<Link>>),
     rules: Rules,
     /// Fixed at the response: the deadline counts from there, and `Drop` is
-    /// no place to ask whether the runtime has timers.
+    /// no place to ask whether the runtime has timers, nor which connection
+    /// the body came on.
     schedule: Schedule,
+    closing: Option<Arc<Link>>,
     tally: Tally,
 }
 
@@ -164,13 +180,19 @@ impl<B> HeldBody<B>
 where
     B: Body + Unpin + Send + 'static,
 {
-    pub(crate) fn new(rules: Rules, schedule: Schedule, tally: Tally) -> Self {
+    pub(crate) fn new(
+        rules: Rules,
+        schedule: Schedule,
+        closing: Option<Arc<Link>>,
+        tally: Tally,
+    ) -> Self {
         Self {
-            dropped: |unread, rules, schedule, tally| {
-                decide(unread, rules, tally, || schedule, None);
+            dropped: |unread, rules, schedule, tally, closing| {
+                decide(unread, rules, tally, || schedule, closing, None);
             },
             rules,
             schedule,
+            closing,
             tally,
         }
     }
@@ -180,7 +202,7 @@ impl<B> HeldBody<B> {
     /// Settles the body the service has just dropped: spawns a drain at
     /// most, and makes no timer.
     pub(crate) fn dropped(self, unread: UnreadBody<B>) {
-        (self.dropped)(unread, self.rules, self.schedule, self.tally);
+        (self.dropped)(unread, self.rules, self.schedule, self.tally, self.closing);
     }
 }
 
@@ -193,6 +215,7 @@ mod tests {
         timeout: Duration::from_secs(5),
         wait_for_drain: false,
         expects_continue: false,
+        request_closes: false,
     };
 
     fn progress(polled: bool, failed: bool) -> Progress {

@@ -11,10 +11,11 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::body::{AtResponse, Handoff};
-use super::close_header::mark_close;
+use super::close_header::{ends_connection, mark_close};
 use super::counters::{Outcome, Tally};
 use super::decision::{decide, Decision, HeldBody, Rules, Schedule};
 use super::drainer::{DrainEnd, Drainer};
+use crate::connection::{self, Link};
 
 pin_project! {
     /// Response future of [`DrainBodyService`](super::DrainBodyService).
@@ -81,7 +82,7 @@ where
                 let end = ready!(waiting.poll(cx));
                 if let Some((waiting, mut output)) = this.waiting.take() {
                     if let (Ok(response), false) = (&mut output, end == DrainEnd::Complete) {
-                        mark_close(response, waiting.version);
+                        announce_close(response, waiting.version);
                     }
                     waiting.drainer.finish(end, false);
                     return Poll::Ready(output);
@@ -150,7 +151,8 @@ where
         }
         AtResponse::StillHeld(slot) => {
             let schedule = Schedule::from_now(rules.timeout);
-            slot.drain_when_dropped(HeldBody::new(rules, schedule, tally));
+            let closing = closing_link(rules, response);
+            slot.drain_when_dropped(HeldBody::new(rules, schedule, closing, tally));
             tracing::debug!(
                 outcome = "held",
                 timeout_ms = u64::try_from(rules.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -160,10 +162,11 @@ where
         }
     };
     let schedule = || Schedule::from_now(rules.timeout);
-    match decide(unread, rules, tally, schedule, Some(cx)) {
+    let closing = closing_link(rules, response);
+    match decide(unread, rules, tally, schedule, closing, Some(cx)) {
         Decision::Settled { close } => {
             if close {
-                mark_close(response, version);
+                announce_close(response, version);
             }
             None
         }
@@ -173,6 +176,23 @@ where
             version,
         }),
         Decision::Spawned => None,
+    }
+}
+
+/// The link to the `LingeringIo` beneath, if the connection closes after
+/// `response` anyway (as the request or the response says).
+fn closing_link<ResBody>(rules: Rules, response: &Response<ResBody>) -> Option<Arc<Link>> {
+    let closes = rules.request_closes || ends_connection(response.version(), response.headers());
+    closes.then(connection::current).flatten()
+}
+
+/// Marks `response` as the last on its connection, and has the
+/// `LingeringIo` beneath, if any, throw away what the client still sends
+/// while the response is written: the body will not be read any more.
+fn announce_close<ResBody>(response: &mut Response<ResBody>, version: Version) {
+    mark_close(response, version);
+    if let Some(link) = connection::current() {
+        link.discard_while_closing();
     }
 }
 

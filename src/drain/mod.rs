@@ -20,7 +20,8 @@
 //! |---|---|---|---|---|
 //! | 1 | any body, and the answer is `101 Switching Protocols`, or a `2xx` to `CONNECT` | leaves it alone: the connection is handed over | handed over | `passed_through` |
 //! | 2 | read to its end | nothing | reused | `read` |
-//! | 3 | still held by the service (moved into a task) | releases the response; steps 2, 4, 5, 7 and 8 run when the service drops the body, with the deadline counted from the response | — | when dropped |
+//! | 3 | still held by the service (moved into a task) | releases the response; steps 2, 3a, 4, 5, 7 and 8 run when the service drops the body, with the deadline counted from the response | — | when dropped |
+//! | 3a | the connection closes after the response anyway (`Connection: close` in the request or the response, HTTP/1.0 without keep-alive) and a [`LingeringIo`](crate::LingeringIo) is beneath | reads nothing: the `LingeringIo` throws the rest away without copying, while the response is written and after the FIN | closed after the response | `left_to_linger` |
 //! | 4 | failed; or `Expect: 100-continue` and never polled; or the limit is 0 | reads nothing, adds `Connection: close` | closed after the response | `body_error`, `expect_continue`, `over_limit` |
 //! | 5 | the declared remainder (`Content-Length`) is above the limit | reads nothing, adds `Connection: close` | closed after the response | `over_limit` |
 //! | 6 | the rest has already arrived | takes it at once, without waiting: within the limit the response goes out unchanged; past it, or on a body error, adds `Connection: close` | reused at no cost, or closed after the response | `drained_inline`, `over_limit`, `body_error` |
@@ -43,10 +44,23 @@
 //! `Connection: close` is added to the tokens already there (`upgrade` on a
 //! `426`, say), dropping only a contradicting `keep-alive`.
 //!
-//! Requests that say `Connection: close` are still drained within the limit:
-//! the connection will not be reused, but closing it with unread input would
-//! make the kernel reset it and destroy the response. To close such
-//! connections in stages as well, see [`LingeringIo`](crate::LingeringIo).
+//! Without a `LingeringIo` beneath, requests that say `Connection: close` are
+//! still drained within the limit: the connection will not be reused, but
+//! closing it with unread input would make the kernel reset it and destroy
+//! the response.
+//!
+//! Whenever the response ends the connection with the body unfinished (the
+//! layer adds `Connection: close`, or step 3a), the `LingeringIo` beneath, if
+//! any, reads and discards what the client still sends while the response is
+//! written, so that a client which sends its whole body before it reads
+//! (Python's `requests`, Java's `HttpURLConnection`) gets its response instead
+//! of a deadlock. The layer finds it through the connection's tokio task, which
+//! both read the request head and poll the response future.
+//!
+//! The bounds use tokio timers. A runtime built without timers is detected
+//! once (tokio's "timers are disabled" message reaches the panic hook that
+//! once); under `panic = "abort"` it cannot be, and the runtime must have
+//! timers (`enable_all()`, as `#[tokio::main]` builds it).
 //!
 //! The request body type must be `Unpin + Send + 'static`, as hyper's
 //! `Incoming` and axum's `Body` are. Each request with a body costs one small

@@ -7,6 +7,7 @@ use tower_service::Service;
 use std::time::Duration;
 
 use super::body::DrainBody;
+use super::close_header::ends_connection;
 use super::counters::{DrainCounters, Outcome, Tally};
 use super::decision::Rules;
 use super::future::{ResponseFuture, TrackedBody};
@@ -107,6 +108,7 @@ where
         timeout: settings.timeout,
         wait_for_drain: settings.wait_for_drain,
         expects_continue: expects_continue(&request),
+        request_closes: ends_connection(request.version(), request.headers()),
     };
     let connect = request.method() == Method::CONNECT;
     let version = request.version();

@@ -16,7 +16,7 @@ use crate::timers;
 
 /// Reads per poll before yielding, so that a peer that keeps sending cannot monopolise a
 /// worker thread even if the IO never returns `Pending`.
-const READS_PER_POLL: usize = 32;
+pub(crate) const READS_PER_POLL: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -95,12 +95,19 @@ impl Closing {
         closing
     }
 
-    /// Counts an IO that goes away without closing: taken back by `into_inner`, or
-    /// dropped with nothing to linger on.
-    pub(crate) fn record_without_close(group: LingerGroup, outcome: Outcome) {
-        let mut closing = Self::start(group, false, false);
+    /// Counts an IO that goes away without closing (taken back by `into_inner`), with
+    /// the bytes it discarded before.
+    pub(crate) fn record_without_close(group: LingerGroup, outcome: Outcome, discarded: u64) {
+        let mut closing = Self::start(group, false, false).counting(discarded);
         closing.drop_path = true;
         closing.finish(outcome);
+    }
+
+    /// Counts `discarded` bytes, thrown away before the close, in its outcome and its
+    /// byte cap.
+    pub(crate) fn counting(mut self, discarded: u64) -> Self {
+        self.discarded = discarded;
+        self
     }
 
     /// Ends a close that will not read from the peer: the IO closes plainly.

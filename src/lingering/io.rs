@@ -3,16 +3,20 @@
 use std::fmt;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::runtime::Handle;
+use tokio::task;
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::close::Closing;
+use super::close::{Closing, READS_PER_POLL};
 use super::discard::{self, DiscardFn};
 use super::group::Outcome;
 use super::LingerGroup;
+use crate::connection::{self, Link};
 use crate::timers;
 
 /// Hands an IO dropped before its close finished to a background task.
@@ -74,18 +78,45 @@ enum State {
 /// gauges).
 ///
 /// The same happens when hyper drops the IO without calling `poll_shutdown` (service or
-/// body error, header read timeout, I/O error): the whole staged close then runs in the
-/// task, within the same bounds and under the same cap. hyper's HTTP/2 server always ends
-/// connections this way, so HTTP/2 closes linger after a GOAWAY but without TLS
-/// close_notify. This needs `T: Send + 'static`; [`local`](Self::local) and
-/// [`LingerGroup::wrap_local`] accept any IO and linger inside `poll_shutdown` instead.
-/// [`into_inner`](Self::into_inner) never starts a close.
+/// body error, header read timeout, I/O error, a handler that panics): the whole staged
+/// close then runs in the task, within the same bounds and under the same cap. hyper's
+/// HTTP/2 server always ends connections this way, so HTTP/2 closes linger after a
+/// GOAWAY but without TLS close_notify. This needs `T: Send + 'static`;
+/// [`local`](Self::local) and [`LingerGroup::wrap_local`] accept any IO and linger inside
+/// `poll_shutdown` instead. [`into_inner`](Self::into_inner) never starts a close (it
+/// counts as [`released`](super::LingerStats::released)).
 ///
-/// The bounds use tokio timers. Outside a tokio runtime, or in one built without timers,
-/// nothing lingers: `poll_shutdown` flushes and half-closes like the inner IO and a drop
-/// closes plainly, counted as [`skipped`](super::LingerStats::skipped). (The first such
-/// close in a runtime without timers lets tokio's "timers are disabled" message through
-/// the panic hook once, as the crate asks tokio whether it has timers.)
+/// An IO still used after `poll_shutdown` (a tunnel that half-closed one direction with
+/// `tokio::io::copy_bidirectional` and still forwards the other) is not lingering: its
+/// slot, its timers and its total timeout start when it is dropped, and an EOF its user
+/// read from the peer meanwhile ends the close at once, as `peer_eof`.
+///
+/// # While a closing response is written
+///
+/// Under a [`DrainBodyLayer`](crate::DrainBodyLayer), the layer tells the `LingeringIo`
+/// its request came on (found through the connection's tokio task) when a response ends
+/// the connection with the request body unfinished. From then on, each write first reads
+/// and discards what the client sends, within [`max_bytes`](super::LingerConfig::max_bytes)
+/// and [`total_timeout`](super::LingerConfig::total_timeout): a client that sends its
+/// whole body before it reads gets the response instead of waiting on a server that
+/// waits on it. Those bytes count in the close's `bytes_discarded` and byte cap.
+///
+/// # Runtimes
+///
+/// The bounds use tokio timers. What a drop needs is found when the IO is wrapped (on
+/// the accepting task, usually): the current runtime, and whether it has timers. A drop,
+/// even one while a handler's panic unwinds the connection's task, then hands the IO to
+/// a background close on that runtime without asking anything. Wrapped outside a tokio
+/// runtime, or in one built without timers, nothing lingers: `poll_shutdown` flushes and
+/// half-closes like the inner IO and a drop closes plainly, counted as
+/// [`skipped`](super::LingerStats::skipped).
+///
+/// tokio offers no way to ask whether a runtime has timers, so the crate creates one
+/// under `catch_unwind`, once per runtime: a runtime without timers lets tokio's "timers
+/// are disabled" message through the panic hook once. Under `panic = "abort"` nothing can
+/// be asked that way and timers are assumed: **build the runtime with timers**
+/// (`enable_time` or `enable_all`, as `#[tokio::main]` does), or a close on it aborts the
+/// process.
 ///
 /// A `tokio::net::TcpStream` made with `new` or `wrap` is discarded on Linux with
 /// `recv(MSG_TRUNC)`, which copies nothing; other IO reads through one 16 KiB window per
@@ -125,6 +156,19 @@ pub struct LingeringIo<T> {
     /// The runtime to linger on, if it has timers; found when the IO is wrapped, so that
     /// a drop (while a panic unwinds, say) asks nothing.
     runtime: Option<Handle>,
+    /// How the drain layer of the requests read from this IO finds it.
+    registration: Option<Registration>,
+    /// Bytes thrown away while a response that ends the connection was written.
+    discarded: u64,
+    /// When that started; it stops after the total timeout.
+    discarding_since: Option<Instant>,
+}
+
+/// A link filed under the task that reads the IO (see `crate::connection`); `None` when
+/// that task had another IO filed already.
+struct Registration {
+    link: Option<Arc<Link>>,
+    task: task::Id,
 }
 
 impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
@@ -142,6 +186,10 @@ impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
             .field("peer_eof", &self.peer_eof)
             .field("drop_path", &self.on_drop.is_some())
             .field("timed", &self.runtime.is_some())
+            .field(
+                "discarding",
+                &self.link().is_some_and(|link| link.is_closing()),
+            )
             .finish()
     }
 }
@@ -189,9 +237,14 @@ impl<T> LingeringIo<T> {
     /// `poll_shutdown` is abandoned, and counted as
     /// [`aborted`](super::LingerStats::aborted).
     pub fn into_inner(mut self) -> T {
+        self.unregister();
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Open | State::HalfClosed => {
-                Closing::record_without_close(self.group.clone(), Outcome::Released);
+                Closing::record_without_close(
+                    self.group.clone(),
+                    Outcome::Released,
+                    self.discarded,
+                );
             }
             // Dropping it counts it as aborted.
             State::Closing(closing) => drop(closing),
@@ -206,28 +259,105 @@ impl<T> LingeringIo<T> {
     pub fn group(&self) -> &LingerGroup {
         &self.group
     }
+
+    /// Files this IO under the task reading it, so that the drain layer serving its
+    /// requests (polled by the same task) can find it.
+    fn register(&mut self) {
+        let Some(task) = task::try_id() else { return };
+        if let Some(filed) = &self.registration {
+            if filed.task == task {
+                return;
+            }
+        }
+        // Read from another task now (after a TLS handshake on the accept loop, say).
+        self.unregister();
+        let link = Arc::new(Link::default());
+        let filed = connection::register(task, &link);
+        self.registration = Some(Registration {
+            link: filed.then_some(link),
+            task,
+        });
+    }
+
+    fn link(&self) -> Option<&Link> {
+        self.registration.as_ref()?.link.as_deref()
+    }
+
+    fn unregister(&mut self) {
+        if let Some(Registration {
+            link: Some(link),
+            task,
+        }) = self.registration.take()
+        {
+            connection::unregister(task, &link);
+        }
+    }
+
+    /// A close starting now, with what was discarded before it.
+    fn closing(&self, stage: fn(LingerGroup, bool, bool) -> Closing) -> Closing {
+        stage(self.group.clone(), self.peer_eof, self.runtime.is_some()).counting(self.discarded)
+    }
+}
+
+impl<T: AsyncRead + Unpin> LingeringIo<T> {
+    /// While a response that ends the connection is written, throws away what the client
+    /// sends, so that a client that sends its whole body before it reads (Python's
+    /// `requests`, Java's `HttpURLConnection`) is not left waiting on a server that waits
+    /// on it. Bounded by the byte cap and the total timeout; the wakers it registers make
+    /// the writer try again when more arrives.
+    fn discard_while_closing(&mut self, cx: &mut Context<'_>) {
+        let closing = self.link().is_some_and(|link| link.is_closing());
+        if !closing || self.peer_eof || !matches!(self.state, State::Open) {
+            return;
+        }
+        let config = self.group.config();
+        let since = *self.discarding_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= config.total_timeout {
+            return;
+        }
+        let Some(io) = self.io.as_mut() else { return };
+        for _ in 0..READS_PER_POLL {
+            let remaining = config.max_bytes.saturating_sub(self.discarded);
+            if remaining == 0 {
+                return;
+            }
+            let limit = usize::try_from(remaining).unwrap_or(usize::MAX);
+            match (self.discard)(io, limit, cx) {
+                Poll::Ready(Ok(0)) => {
+                    self.peer_eof = true;
+                    return;
+                }
+                Poll::Ready(Ok(n)) => {
+                    let n = u64::try_from(n).unwrap_or(u64::MAX);
+                    self.discarded = self.discarded.saturating_add(n);
+                }
+                // The write that follows meets the error, if it is one for it.
+                Poll::Ready(Err(_)) | Poll::Pending => return,
+            }
+        }
+        // The client keeps sending: come back for more, as a stalled write would not.
+        cx.waker().wake_by_ref();
+    }
 }
 
 impl<T> Drop for LingeringIo<T> {
     fn drop(&mut self) {
         // After `into_inner` the IO is gone.
         let Some(io) = self.io.take() else { return };
+        self.unregister();
         let state = std::mem::replace(&mut self.state, State::Closed);
-        let timed = self.runtime.is_some();
         let Some(hook) = self.on_drop else {
             // No drop path: an open IO simply closes, and a close in progress is cut
             // short (`aborted`, counted by its own drop).
             if let State::Open | State::HalfClosed = state {
-                Closing::start(self.group.clone(), self.peer_eof, timed).end_plainly();
+                self.closing(Closing::start).end_plainly();
             }
             return;
         };
         let closing = match state {
             State::Closed | State::Failed(_) => return,
-            State::Open => Closing::start(self.group.clone(), self.peer_eof, timed),
-            State::HalfClosed => {
-                Closing::after_half_close(self.group.clone(), self.peer_eof, timed)
-            }
+            State::Open => self.closing(Closing::start),
+            State::HalfClosed => self.closing(Closing::after_half_close),
             State::Closing(closing) => *closing,
         };
         hook(Leftover {
@@ -278,6 +408,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for LingeringIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.register();
         let before = buf.filled().len();
         let wanted = buf.remaining() > 0;
         let res = Pin::new(this.get_mut()).poll_read(cx, buf);
@@ -296,7 +427,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().get_mut()).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.discard_while_closing(cx);
+        Pin::new(this.get_mut()).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -304,7 +437,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().get_mut()).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.discard_while_closing(cx);
+        Pin::new(this.get_mut()).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -312,7 +447,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().get_mut()).poll_flush(cx)
+        let this = self.get_mut();
+        this.discard_while_closing(cx);
+        Pin::new(this.get_mut()).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -330,8 +467,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
                 if this.runtime.is_none() {
                     this.runtime = timers::runtime();
                 }
-                let timed = this.runtime.is_some();
-                let closing = Closing::start(this.group.clone(), this.peer_eof, timed);
+                let closing = this.closing(Closing::start);
                 this.state = State::Closing(Box::new(closing));
                 let State::Closing(closing) = &mut this.state else {
                     unreachable!("just set");
@@ -383,6 +519,9 @@ impl LingerGroup {
             discard: discard::best::<T>,
             on_drop: Some(spawn_close::<T>),
             runtime: timers::runtime(),
+            registration: None,
+            discarded: 0,
+            discarding_since: None,
         }
     }
 
@@ -401,6 +540,9 @@ impl LingerGroup {
             discard: discard::portable::<T>,
             on_drop: None,
             runtime: timers::runtime(),
+            registration: None,
+            discarded: 0,
+            discarding_since: None,
         }
     }
 }
