@@ -3,37 +3,54 @@
 //! Every read here completes within one call, so the memory the bytes pass through is
 //! one window per thread, shared by all the connections lingering on it, rather than a
 //! buffer per connection: thousands of stuck peers then cost no process memory for it.
+//! Linux `TcpStream`s use a larger window that the kernel never writes to.
 
 use std::cell::Cell;
 use std::io;
 use std::mem::MaybeUninit;
 use std::task::{Context, Poll};
+use std::thread::LocalKey;
 
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// The window's size; small, as Apache (512 B) and nginx (4 KiB) show that lingering
-/// needs no throughput.
-const WINDOW: usize = 16 * 1024;
+/// The window of reads that copy; small, as Apache (512 B) and nginx (4 KiB) show that
+/// lingering needs no throughput.
+const COPY_WINDOW: usize = 16 * 1024;
+
+/// The window of `recv(MSG_TRUNC)`, which drops the bytes without writing them: its pages
+/// are never touched, so it costs address space only, and a larger one drops a whole
+/// ignored upload in fewer system calls.
+#[cfg(target_os = "linux")]
+const TRUNC_WINDOW: usize = 256 * 1024;
 
 /// Reads and discards at most `limit` bytes; `Ok(0)` means EOF.
 pub(crate) type DiscardFn<T> = fn(&mut T, usize, &mut Context<'_>) -> Poll<io::Result<usize>>;
 
+/// A window of one thread. Only its capacity is used: spare capacity is never
+/// initialised by us.
+type Window = Cell<Vec<u8>>;
+
 thread_local! {
-    /// Only its capacity is used: spare capacity is never initialised by us, so with
-    /// `MSG_TRUNC` the pages are never even touched.
-    static THREAD_WINDOW: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    static COPY: Window = const { Cell::new(Vec::new()) };
+    #[cfg(target_os = "linux")]
+    static TRUNC: Window = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `read` with at most `len` bytes of uninitialised scratch memory.
-fn with_window<R>(len: usize, read: impl FnOnce(&mut [MaybeUninit<u8>]) -> R) -> R {
+/// Runs `read` with at most `len` bytes of the thread's uninitialised `window` of `size`.
+fn with_window<R>(
+    window: &'static LocalKey<Window>,
+    size: usize,
+    len: usize,
+    read: impl FnOnce(&mut [MaybeUninit<u8>]) -> R,
+) -> R {
     // Taken out while in use: a nested read on the same thread (an IO whose own
     // `poll_read` lingers, say) finds it empty and uses a window of its own.
-    let mut window = THREAD_WINDOW.try_with(Cell::take).unwrap_or_default();
-    if window.capacity() < WINDOW {
-        window = Vec::with_capacity(WINDOW);
+    let mut scratch = window.try_with(Cell::take).unwrap_or_default();
+    if scratch.capacity() < size {
+        scratch = Vec::with_capacity(size);
     }
-    let out = read(&mut window.spare_capacity_mut()[..len.min(WINDOW)]);
-    let _ = THREAD_WINDOW.try_with(|slot| slot.set(window));
+    let out = read(&mut scratch.spare_capacity_mut()[..len.min(size)]);
+    let _ = window.try_with(|slot| slot.set(scratch));
     out
 }
 
@@ -43,7 +60,7 @@ pub(crate) fn portable<T: AsyncRead + Unpin>(
     limit: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    with_window(limit, |window| {
+    with_window(&COPY, COPY_WINDOW, limit, |window| {
         let mut buf = ReadBuf::uninit(window);
         match std::pin::Pin::new(io).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
@@ -89,7 +106,7 @@ mod zero_copy {
         loop {
             ready!(tcp.poll_read_ready(cx))?;
             let sock = socket2::SockRef::from(tcp);
-            let res = super::with_window(limit, |window| {
+            let res = super::with_window(&super::TRUNC, super::TRUNC_WINDOW, limit, |window| {
                 tcp.try_io(Interest::READABLE, || {
                     sock.recv_with_flags(window, MSG_TRUNC)
                 })

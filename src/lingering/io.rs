@@ -33,7 +33,7 @@ struct Leftover<T> {
 enum State {
     Open,
     /// `poll_shutdown` is flushing and half-closing, or lingering inline (no drop path).
-    Closing(Box<Closing>),
+    Closing(Closing),
     /// The FIN is out and `poll_shutdown` has returned. The linger starts once the IO is
     /// dropped, in a background task, so that hyper's buffers are freed meanwhile and an
     /// IO still in use (a tunnel) holds no slot.
@@ -358,7 +358,7 @@ impl<T> Drop for LingeringIo<T> {
             State::Closed | State::Failed(_) => return,
             State::Open => self.closing(Closing::start),
             State::HalfClosed => self.closing(Closing::after_half_close),
-            State::Closing(closing) => *closing,
+            State::Closing(closing) => closing,
         };
         hook(Leftover {
             io,
@@ -468,7 +468,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
                     this.runtime = timers::runtime();
                 }
                 let closing = this.closing(Closing::start);
-                this.state = State::Closing(Box::new(closing));
+                this.state = State::Closing(closing);
                 let State::Closing(closing) = &mut this.state else {
                     unreachable!("just set");
                 };
