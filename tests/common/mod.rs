@@ -1,11 +1,15 @@
-//! Shared helpers for the `drain_*` integration tests: a real hyper server
-//! (with or without `DrainBodyLayer`) and a raw HTTP/1 client over a
-//! `TcpStream` that writes exact bytes and parses responses itself.
+//! What the test binaries share (each loads this tree with
+//! `#[path = "../common/mod.rs"] mod common;` and uses part of it): a real
+//! hyper server (with or without `DrainBodyLayer`), a raw HTTP/1 client over a
+//! `TcpStream` that writes exact bytes and parses responses itself, and the
+//! TLS pieces (`tls`).
 //!
 //! Set `LINGER_TEST_WITHOUT_LAYER=1` to build every server *without* the
 //! layer (plain hyper / plain axum); the tests that document "fails on plain
 //! hyper" must then fail.
 #![allow(dead_code)]
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -3,8 +3,6 @@
 //! (Linux resets a socket closed with unread input and drops the unsent response) and
 //! passes with `LingeringIo`.
 
-mod common;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::Upload;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -23,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::timeout;
+
+use crate::common::Upload;
 
 const STEP: Duration = Duration::from_secs(10);
 /// Body bytes the client has written before the handler may answer, so that the server

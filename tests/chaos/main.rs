@@ -35,7 +35,7 @@
 //! `LINGER_CHAOS_SECS` sets how long clients start new sessions (default 3);
 //! `LINGER_CHAOS_SEED` replays a seed (printed on failure).
 
-mod chaos;
+mod wire;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Display;
@@ -46,10 +46,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chaos::{
-    drip, prefix, rss_bytes, total_len, write_segments, BodySpec, End, Expect, ExpectBody, Failure,
-    Reader, Req, Rng, PATTERN, SMUGGLE,
-};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
@@ -63,6 +59,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
 use tower::ServiceBuilder;
+use wire::{
+    drip, prefix, rss_bytes, total_len, write_segments, BodySpec, End, Expect, ExpectBody, Failure,
+    Reader, Req, Rng, PATTERN, SMUGGLE,
+};
 
 const LIMIT: u64 = 256 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -389,7 +389,7 @@ impl Session<'_> {
             1 => self.rng.usize(17, 1024),
             2 => self.rng.usize(1025, SURELY_DRAINED),
             3 => self.rng.usize(200 * 1024, 300 * 1024),
-            _ => chaos::MAX_BODY,
+            _ => wire::MAX_BODY,
         }
         .min(max);
         if self.rng.chance(40) {
@@ -424,7 +424,7 @@ impl Session<'_> {
                 let len = match self.rng.weighted(&[(3, 0u8), (2, 1), (1, 2)]) {
                     0 => self.rng.usize(1, 4096),
                     1 => self.rng.usize(4097, 256 * 1024),
-                    _ => chaos::MAX_BODY,
+                    _ => wire::MAX_BODY,
                 };
                 len.min(max_response)
             }
@@ -492,7 +492,7 @@ impl Session<'_> {
         let count = self.rng.usize(1, 6);
         let mut previous: Option<Req> = None;
         for i in 0..count {
-            let (req, expect) = self.request(chaos::MAX_BODY, chaos::MAX_BODY);
+            let (req, expect) = self.request(wire::MAX_BODY, wire::MAX_BODY);
             self.sent(&req);
             let segments = req.segments();
             let (written, read) =
@@ -556,7 +556,7 @@ impl Session<'_> {
         for i in 0..count {
             let (mut req, mut expect) = self.request(16 * 1024, 64 * 1024);
             if stopper == Some(i) {
-                let len = self.rng.usize(LIMIT as usize + 1, chaos::MAX_BODY);
+                let len = self.rng.usize(LIMIT as usize + 1, wire::MAX_BODY);
                 req.method = "POST";
                 req.path = self.path("ignore", 0);
                 req.body = if declared_stopper {
@@ -774,7 +774,7 @@ impl Session<'_> {
     async fn http10(&mut self) -> Outcome {
         let (rd, mut wr) = self.connect().await?.into_split();
         let mut reader = Reader::new(rd);
-        let (mut req, _) = self.request(300 * 1024, chaos::MAX_BODY);
+        let (mut req, _) = self.request(300 * 1024, wire::MAX_BODY);
         // HTTP/1.0 has no chunked requests.
         if let BodySpec::Chunked { len, .. } = req.body {
             req.body = BodySpec::Length(len);
@@ -888,7 +888,7 @@ impl Session<'_> {
         stream.set_zero_linger().map_err(|e| e.to_string())?;
         let (rd, mut wr) = stream.into_split();
         let mut reader = Reader::new(rd);
-        let (req, expect) = self.request(chaos::MAX_BODY, chaos::MAX_BODY);
+        let (req, expect) = self.request(wire::MAX_BODY, wire::MAX_BODY);
         let segments = req.segments();
         let cut = self.rng.usize(0, total_len(&segments));
         self.sent(&req);
@@ -907,7 +907,7 @@ impl Session<'_> {
     async fn never_fin(&mut self) -> Outcome {
         let (rd, mut wr) = self.connect().await?.into_split();
         let mut reader = Reader::new(rd);
-        let (mut req, _) = self.request(chaos::MAX_BODY, chaos::MAX_BODY);
+        let (mut req, _) = self.request(wire::MAX_BODY, wire::MAX_BODY);
         match self.rng.usize(0, 2) {
             0 => req.headers.push("Connection: close".into()),
             1 => {
@@ -918,7 +918,7 @@ impl Session<'_> {
             }
             _ => {
                 // Declared above the limit: the layer refuses and says close.
-                req.body = BodySpec::Length(self.rng.usize(LIMIT as usize + 1, chaos::MAX_BODY));
+                req.body = BodySpec::Length(self.rng.usize(LIMIT as usize + 1, wire::MAX_BODY));
                 req.method = "POST";
                 if req.path.starts_with("/consume/") || req.path.starts_with("/partial/") {
                     req.path = self.path("ignore", 0);
@@ -1037,7 +1037,7 @@ impl Session<'_> {
             .map_err(|e| format!("connect: {e}"))?;
         let (rd, mut wr) = stream.into_split();
         let mut reader = Reader::new(rd);
-        let len = self.rng.usize(256 * 1024, chaos::MAX_BODY);
+        let len = self.rng.usize(256 * 1024, wire::MAX_BODY);
         let close = self.rng.chance(50);
         let body = self.body(SURELY_DRAINED);
         let req = Req {
@@ -1054,7 +1054,7 @@ impl Session<'_> {
         let expect = expected(&req);
         // About a second for the whole response, longer than the idle timeout.
         reader.pace(Duration::from_millis(
-            1000 * chaos::READ_CHUNK as u64 / len as u64,
+            1000 * wire::READ_CHUNK as u64 / len as u64,
         ));
         self.sent(&req);
         let segments = req.segments();

@@ -5,9 +5,6 @@
 //! fail with "connection reset by peer" once it has read what was queued, and its writes
 //! fail with a broken pipe: an upload cut off, and no clean end of the response. The
 //! staged close fixes that on Unix sockets as on TCP.
-#![cfg(all(unix, feature = "axum"))]
-
-mod common;
 
 use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
@@ -17,12 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use common::{upload_over, Upload};
 use linger::{DrainBodyLayer, LingerGroup, LingeringListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::timeout;
+
+use crate::common::{upload_over, Upload};
 
 const STEP: Duration = Duration::from_secs(10);
 const LARGE_UPLOAD: usize = 16 * 1024 * 1024;

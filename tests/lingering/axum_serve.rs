@@ -1,5 +1,4 @@
 //! `axum::serve` over a `LingeringListener` (needs `--features axum`).
-#![cfg(feature = "axum")]
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -80,7 +79,7 @@ async fn axum_serve_lingers_and_shuts_down_gracefully() {
 
     // An early 413 to a 4 MiB upload reaches the client, which then sends the whole body
     // and reads a clean EOF. Without the listener, hyper would close with the body unread
-    // and the upload would be reset (see lingering_hyper.rs for that side).
+    // and the upload would be reset (see hyper_servers.rs for that side).
     let mut upload = step("connect", TcpStream::connect(addr)).await.unwrap();
     let body_len = 4 * 1024 * 1024;
     let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n");

@@ -9,7 +9,6 @@
 //! (the second request finds it closed); without `LingeringListener`, seed 003
 //! ends in a reset that truncates the response. Both were checked by removing
 //! each piece from `start`.
-#![cfg(feature = "axum")]
 
 use std::net::SocketAddr;
 use std::time::Duration;
