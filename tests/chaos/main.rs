@@ -35,6 +35,9 @@
 //! `LINGER_CHAOS_SECS` sets how long clients start new sessions (default 3);
 //! `LINGER_CHAOS_SEED` replays a seed (printed on failure).
 
+mod expect;
+#[path = "../common/http1.rs"]
+mod http1;
 mod wire;
 
 use std::collections::{BTreeMap, HashSet};
@@ -46,7 +49,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use expect::{Expect, ExpectBody, Reader};
 use http::{Method, Request, Response, StatusCode, Uri};
+use http1::{End, Failure};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -60,8 +65,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
 use tower::ServiceBuilder;
 use wire::{
-    drip, prefix, rss_bytes, total_len, write_segments, BodySpec, End, Expect, ExpectBody, Failure,
-    Reader, Req, Rng, PATTERN, SMUGGLE,
+    drip, prefix, rss_bytes, total_len, write_segments, BodySpec, Req, Rng, PATTERN, SMUGGLE,
 };
 
 const LIMIT: u64 = 256 * 1024;
@@ -522,7 +526,7 @@ impl Session<'_> {
                     format!("{}: write failed: {written:?}", req.line())
                 })?;
             }
-            if head.close() {
+            if head.has_close() {
                 ensure(!surely_drained(&req), || {
                     format!(
                         "{} ({:?}): Connection: close on a drainable body",
@@ -624,8 +628,8 @@ impl Session<'_> {
             } else {
                 close_last && i == count - 1
             };
-            ensure(head.close() == says_close, || {
-                format!("{}: response {i}: close {}", describe(), head.close())
+            ensure(head.has_close() == says_close, || {
+                format!("{}: response {i}: close {}", describe(), head.has_close())
             })?;
         }
         if close_last || heads.len() < count {
@@ -715,12 +719,12 @@ impl Session<'_> {
             let (written, read) = tokio::join!(write_segments(&mut wr, &segments), read);
             let head = read.map_err(|f| format!("eager {line} ({:?}): {f}", req.body))?;
             ensure(
-                head.status == expect.status && head.close() != reads_body,
+                head.status == expect.status && head.has_close() != reads_body,
                 || {
                     format!(
                         "eager {line}: status {}, close {}",
                         head.status,
-                        head.close()
+                        head.has_close()
                     )
                 },
             )?;
@@ -742,8 +746,8 @@ impl Session<'_> {
                 tokio::join!(write_segments(&mut wr, &body), reader.response(&expect));
             let head = read.map_err(|f| format!("{line} ({:?}) after 100: {f}", req.body))?;
             self.answered(&req);
-            ensure(written.is_ok() && !head.close(), || {
-                format!("{line}: {written:?}, close {}", head.close())
+            ensure(written.is_ok() && !head.has_close(), || {
+                format!("{line}: {written:?}, close {}", head.has_close())
             })?;
             // The body was invited and drained: the connection goes on.
             let (next, expect) = self.request(0, 64 * 1024);
@@ -763,7 +767,7 @@ impl Session<'_> {
             .await
             .map_err(|f| format!("{line}: {f}"))?;
         self.answered(&req);
-        ensure(head.close(), || {
+        ensure(head.has_close(), || {
             format!("{line}: no Connection: close for an uninvited body")
         })?;
         let end = reader.end().await;
@@ -792,7 +796,7 @@ impl Session<'_> {
         let head = read.map_err(|f| format!("HTTP/1.0 {} ({:?}): {f}", req.line(), req.body))?;
         self.answered(&req);
         if keep_alive {
-            ensure(!head.close(), || {
+            ensure(!head.has_close(), || {
                 format!("HTTP/1.0 keep-alive {}: close", req.line())
             })?;
             let (mut next, _) = self.request(0, 64 * 1024);
@@ -871,7 +875,7 @@ impl Session<'_> {
             .await
             .map_err(|f| format!("stalled {line}: {f}"))?;
         self.answered(&req);
-        ensure(!head.close(), || {
+        ensure(!head.has_close(), || {
             format!("stalled {line}: closed before the drain gave up")
         })?;
         let end = reader.end().await;
@@ -1054,7 +1058,7 @@ impl Session<'_> {
         let expect = expected(&req);
         // About a second for the whole response, longer than the idle timeout.
         reader.pace(Duration::from_millis(
-            1000 * wire::READ_CHUNK as u64 / len as u64,
+            1000 * http1::READ_CHUNK as u64 / len as u64,
         ));
         self.sent(&req);
         let segments = req.segments();
@@ -1062,11 +1066,11 @@ impl Session<'_> {
             tokio::join!(write_segments(&mut wr, &segments), reader.response(&expect));
         let head = read.map_err(|f| format!("slow reader {} ({:?}): {f}", req.line(), req.body))?;
         self.answered(&req);
-        ensure(written.is_ok() && head.close() == close, || {
+        ensure(written.is_ok() && head.has_close() == close, || {
             format!(
                 "slow reader {}: {written:?}, close {}",
                 req.line(),
-                head.close()
+                head.has_close()
             )
         })?;
         reader.pace(Duration::ZERO);

@@ -37,7 +37,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::common::{get, post_head, step, upload_over, Client, Closed, Parsed, Upload};
+use crate::common::{get, http1, post_head, step, upload_over, Client, Closed, Parsed, Upload};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -194,10 +194,7 @@ async fn upload(addr: SocketAddr, head: String, body_len: usize) -> Upload {
 }
 
 fn head_of(raw: &[u8]) -> String {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a whole response head");
+    let end = http1::find(raw, b"\r\n\r\n").expect("a whole response head");
     String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase()
 }
 
