@@ -28,8 +28,6 @@ pub static PATTERN: LazyLock<Vec<u8>> =
 /// Largest body a client sends or a server answers (endless senders repeat).
 pub const MAX_BODY: usize = 1024 * 1024;
 
-// ----------------------------------------------------------------- request --
-
 #[derive(Clone, Copy, Debug)]
 pub enum BodySpec {
     None,
