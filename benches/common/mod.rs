@@ -1,7 +1,7 @@
-//! What both benchmarks share: the counting allocator, thread pinning, the
+//! What the benchmarks share: the counting allocator, thread pinning, the
 //! server and client runtimes, the hyper server, a keep-alive HTTP/1.1 client
-//! with its minimal response reader, command-line handling and a few
-//! statistics helpers.
+//! (which reads responses with the tests' reader, `tests/common/http1.rs`),
+//! command-line handling and a few statistics helpers.
 
 // Each bench compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
@@ -26,6 +26,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::{Handle, Runtime};
 use tower::Service;
+
+#[path = "../../tests/common/http1.rs"]
+mod http1;
+
+// For the drain bench, which splits requests after their head.
+#[allow(unused_imports)]
+pub use http1::head_end;
+use http1::{Framing, RawHead, Reader};
 
 // ---------------------------------------------------------------------------
 // Counting allocator
@@ -274,66 +282,35 @@ pub async fn read_to_eof(stream: &mut TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads one `200` response with a `Content-Length` body and removes it from
-/// `buf`, which keeps what is read beyond it. Returns whether the response
-/// says `Connection: close`.
+/// A client connection's reader: 8 KiB reads, each bounded by [`STEP_TIMEOUT`].
+fn response_reader(stream: TcpStream) -> Reader<TcpStream> {
+    Reader::new(stream)
+        .with_read_size(8 * 1024)
+        .with_read_timeout(STEP_TIMEOUT)
+}
+
+/// Reads one `200` response with a `Content-Length` body; the reader keeps what
+/// is read beyond it. Returns whether the response says `Connection: close`.
+/// Allocates nothing once the reader's buffer has grown to fit a response.
 ///
-/// Errors: `UnexpectedEof` when the stream ends first (`buf` then holds what
-/// came of the response, if anything), `InvalidData` for another status or
-/// no length, `TimedOut`, or the read's own error.
-pub async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
-    let mut chunk = [0u8; 8192];
-    let mut head = None;
-    loop {
-        if head.is_none() {
-            if let Some(end) = head_end(buf) {
-                let (content_length, close) = parse_head(&buf[..end])
-                    .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
-                head = Some((end + content_length, close));
-            }
+/// Errors: `UnexpectedEof` when the stream ends first (`reader.got()` then
+/// says how much of the response came), `InvalidData` for another status, no
+/// length or a malformed head, `TimedOut`, or the read's own error.
+pub async fn read_response(reader: &mut Reader<TcpStream>) -> io::Result<bool> {
+    let len = reader.head_len().await?;
+    let (framing, close) = {
+        let head = RawHead::parse(&reader.buffered()[..len])?;
+        if !head.status_line().starts_with("HTTP/1.1 200 ") {
+            return Err(io::ErrorKind::InvalidData.into());
         }
-        if let Some((len, close)) = head {
-            if buf.len() >= len {
-                buf.drain(..len);
-                return Ok(close);
-            }
-        }
-        match step(stream.read(&mut chunk)).await? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// Length of the message head in `buf`, blank line included, once complete.
-pub fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .map(|at| at + 4)
-}
-
-/// Content length and whether the response says `Connection: close`.
-fn parse_head(head: &[u8]) -> Option<(usize, bool)> {
-    if !head.starts_with(b"HTTP/1.1 200 ") {
-        return None;
-    }
-    let mut content_length = None;
-    let mut close = false;
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"content-length") {
-            content_length = std::str::from_utf8(value).ok()?.parse::<usize>().ok();
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= value
-                .split(|&b| b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
-        }
-    }
-    Some((content_length?, close))
+        (head.framing()?, head.has_close())
+    };
+    let Framing::Length(_) = framing else {
+        return Err(io::ErrorKind::InvalidData.into());
+    };
+    reader.consume(len);
+    reader.body(framing, |_| Ok(())).await?;
+    Ok(close)
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -362,9 +339,9 @@ fn closed(error: &io::Error) -> bool {
 }
 
 struct Conn {
-    stream: TcpStream,
-    /// Response bytes read and not yet parsed: empty between requests.
-    buf: Vec<u8>,
+    /// The stream, with the response bytes read and not yet parsed (none
+    /// between requests).
+    reader: Reader<TcpStream>,
     served: u64,
 }
 
@@ -398,18 +375,16 @@ impl Client {
                 None => match connect(self.addr).await {
                     Ok(stream) => {
                         self.stats.connects += 1;
-                        let buf = Vec::with_capacity(16 * 1024);
                         Conn {
-                            stream,
-                            buf,
+                            reader: response_reader(stream),
                             served: 0,
                         }
                     }
                     Err(error) => return self.failed(&error),
                 },
             };
-            let response = match write_all(&mut conn.stream, first).await {
-                Ok(()) => read_response(&mut conn.stream, &mut conn.buf).await,
+            let response = match write_all(conn.reader.get_mut(), first).await {
+                Ok(()) => read_response(&mut conn.reader).await,
                 Err(error) => Err(error),
             };
             match response {
@@ -422,7 +397,7 @@ impl Client {
                 // A reused connection the server closed while idle, nothing
                 // of the response came: send again on a new one, as HTTP
                 // clients do.
-                Err(error) if conn.served > 0 && conn.buf.is_empty() && closed(&error) => {
+                Err(error) if conn.served > 0 && conn.reader.got() == 0 && closed(&error) => {
                     self.count(&error);
                     self.stats.stale_retries += 1;
                 }
@@ -444,7 +419,7 @@ impl Client {
     async fn send_rest(&mut self, mut conn: Conn, rest: &[u8], server_closes: bool) {
         let mut usable = !server_closes;
         if !rest.is_empty() {
-            if let Err(error) = write_all(&mut conn.stream, rest).await {
+            if let Err(error) = write_all(conn.reader.get_mut(), rest).await {
                 self.count(&error);
                 usable = false;
             }

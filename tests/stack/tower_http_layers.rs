@@ -13,8 +13,6 @@
 //! response), and on Linux a close with the upload still arriving resets it (asserted in
 //! `body_limit_413_to_a_large_upload_arrives_whole` against a plain `TcpListener`).
 
-mod common;
-
 use std::convert::Infallible;
 use std::future::{pending, Future};
 use std::io::Write;
@@ -24,7 +22,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{get, post_head, step, upload_over, Client, Closed, Parsed, Upload};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
@@ -39,6 +36,8 @@ use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+
+use crate::common::{get, http1, post_head, step, upload_over, Client, Closed, Parsed, Upload};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -195,10 +194,7 @@ async fn upload(addr: SocketAddr, head: String, body_len: usize) -> Upload {
 }
 
 fn head_of(raw: &[u8]) -> String {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a whole response head");
+    let end = http1::find(raw, b"\r\n\r\n").expect("a whole response head");
     String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase()
 }
 
@@ -369,7 +365,7 @@ async fn drain_inside_timeout_is_abandoned_with_the_handler() {
 /// someone still holds. When the handler is dropped, the 16 MiB left is above the drain
 /// limit, so it is not drained and hyper closes with the upload arriving; `LingeringIo` is
 /// what keeps that close from resetting the 408. (A remainder within the limit would be
-/// drained from that drop: see drain_edges.rs.)
+/// drained from that drop: see tests/drain/edges.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_while_the_handler_holds_the_body_closes_cleanly() {
     let stack = ServiceBuilder::new()

@@ -3,12 +3,11 @@
 //!
 //! "Fails on plain hyper" was checked with `LINGER_TEST_WITHOUT_LAYER=1`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use linger::DrainBodyLayer;
+
+use crate::common::*;
 
 const KIB: usize = 1024;
 

@@ -8,9 +8,6 @@
 //! being reset. `DrainBodyLayer` may come before or after `DefaultBodyLimit` in
 //! `Router::layer` calls; with tower-http's `RequestBodyLimitLayer` it must be added
 //! after it (axum's `.layer()` wraps outwards).
-#![cfg(feature = "axum")]
-
-mod common;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -19,9 +16,10 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use axum::Router;
-use common::{get, post_head, step, upload_over, Client, Upload};
 use linger::{DrainBodyLayer, LingerGroup, LingeringListener};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::{get, post_head, step, upload_over, Client, Closed, Upload};
 
 const BODY_LIMIT: usize = 1024;
 const LARGE_UPLOAD: usize = 16 * 1024 * 1024;
@@ -146,5 +144,5 @@ async fn request_body_limit_layer_on_a_router_needs_the_drain_added_last() {
     client.send(post_head("/upload", 4096)).await;
     let early = client.response().await;
     assert_eq!(early.status, 413, "{early:?}");
-    assert_eq!(client.closed().await, common::Closed::Eof);
+    assert_eq!(client.closed().await, Closed::Eof);
 }

@@ -2,13 +2,10 @@
 //! honest `poll_shutdown` results, and closes that are cut short. Each test names what
 //! the crate did before (panic, abort, a silent `Ok`, a close counted nowhere).
 
-mod common;
-
 use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use common::{step, tcp_pair};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
@@ -18,6 +15,8 @@ use linger::{LingerConfig, LingerGroup, LingerStats, LingeringListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
+
+use crate::common::{step, tcp_pair};
 
 /// Reads until EOF; true if it was a clean EOF (not a reset).
 async fn clean_eof(client: &mut TcpStream) -> bool {

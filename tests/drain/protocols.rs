@@ -2,15 +2,12 @@
 //!
 //! "Fails on plain hyper" was checked with `LINGER_TEST_WITHOUT_LAYER=1`.
 
-mod common;
-
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -18,6 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use linger::DrainBodyLayer;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+use crate::common::*;
 
 const KIB: usize = 1024;
 

@@ -1,18 +1,17 @@
 //! `LingeringIo` on its own: stage order, every way a linger ends, and the shared cap.
 
-mod common;
-
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use common::{step, tcp_pair};
 use linger::{LingerConfig, LingerGroup, LingeringIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::common::{step, tcp_pair};
 
 /// Waits, without sleeping, until `cond` holds; bounded by `STEP`.
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -9,8 +9,6 @@
 //! axum_server::bind(addr).acceptor(acceptor).serve(app.into_make_service()).await?;
 //! ```
 
-mod tls;
-
 use std::future::{Future, Ready};
 use std::io;
 use std::net::SocketAddr;
@@ -26,6 +24,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_rustls::rustls::ServerConfig;
+
+use crate::common::tls;
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -89,7 +89,7 @@ fn serve(config: Arc<ServerConfig>, group: Option<LingerGroup>, app: Router) -> 
     addr
 }
 
-/// The #3944 client (see tests/tls) against a fresh axum-server, with `LingeringIo` under
+/// The #3944 client (see tests/common/tls.rs) against a fresh axum-server, with `LingeringIo` under
 /// rustls when `group` is given.
 async fn get_with_ignored_body(group: Option<LingerGroup>) -> io::Result<Vec<u8>> {
     let (server_config, connector) = tls::self_signed();

@@ -4,18 +4,17 @@
 //!
 //! The counters are new with issue 7: none of this compiles on main.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use linger::{DrainBodyLayer, DrainCounters, DrainStats};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+
+use crate::common::*;
 
 const KIB: usize = 1024;
 

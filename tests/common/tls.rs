@@ -104,7 +104,7 @@ pub async fn get_with_ignored_body(
 
 /// The body length of a `200` response, head included in `raw`.
 pub fn body_len(raw: &[u8]) -> usize {
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head_end = super::http1::head_end(raw).unwrap();
     assert!(raw.starts_with(b"HTTP/1.1 200"));
     raw.len() - head_end
 }

@@ -9,7 +9,6 @@
 //! (the second request finds it closed); without `LingeringListener`, seed 003
 //! ends in a reset that truncates the response. Both were checked by removing
 //! each piece from `start`.
-#![cfg(feature = "axum")]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,8 +17,10 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use linger::{DrainBodyLayer, LingeringListener};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+use crate::common::http1::{End, Framing, Reader};
 
 const CLIENTS: usize = 16;
 const BIG: usize = 4 * 1024 * 1024;
@@ -42,39 +43,28 @@ async fn start() -> SocketAddr {
 }
 
 /// Reads one response with a Content-Length body; returns (status, body length).
-async fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, usize)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    let status = head[9..12].parse().unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .map_or(0, |value| value.trim().parse().unwrap());
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    Ok((status, length))
+async fn read_response(stream: &mut Reader<TcpStream>) -> std::io::Result<(u16, usize)> {
+    let head = stream.head().await?;
+    let Framing::Length(length) = head.framing()? else {
+        panic!("no content-length: {head:?}");
+    };
+    stream.body(Framing::Length(length), |_| Ok(())).await?;
+    Ok((head.status, length))
 }
 
 /// Seed 000 with a 64 KiB body: the handler answers before it has arrived.
 async fn ignored_body_then_reuse(addr: SocketAddr) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut stream = Reader::new(TcpStream::connect(addr).await.unwrap());
     let body = vec![b'a'; 64 * 1024];
     let head = format!(
         "POST /ignore HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.get_mut().write_all(head.as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut stream).await.unwrap(), (200, 7));
-    stream.write_all(&body).await.unwrap();
+    stream.get_mut().write_all(&body).await.unwrap();
     let next = b"POST /consume HTTP/1.1\r\nhost: x\r\ncontent-length: 7\r\n\r\na=b&x=y";
-    stream.write_all(next).await.unwrap();
+    stream.get_mut().write_all(next).await.unwrap();
     assert_eq!(read_response(&mut stream).await.unwrap(), (200, 1));
 }
 
@@ -84,18 +74,18 @@ async fn close_with_ignored_body(addr: SocketAddr) {
     // server closes, as on a real network.
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(64 * 1024).unwrap();
-    let mut stream = socket.connect(addr).await.unwrap();
+    let mut stream = Reader::new(socket.connect(addr).await.unwrap());
     let body = vec![b'b'; 1024 * 1024];
     let head = format!(
         "POST /big HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&body).await.unwrap();
+    stream.get_mut().write_all(head.as_bytes()).await.unwrap();
+    stream.get_mut().write_all(&body).await.unwrap();
     // Part of the scenario (the client is busy), not synchronisation.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(read_response(&mut stream).await.unwrap(), (200, BIG));
-    assert_eq!(stream.read(&mut [0u8; 16]).await.unwrap(), 0, "clean EOF");
+    assert_eq!(stream.end().await, End::Eof, "clean EOF");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,18 +2,17 @@
 //!
 //! "Fails on plain axum" was checked with `LINGER_TEST_WITHOUT_LAYER=1`.
 
-mod common;
-
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::routing;
 use axum::Router;
-use common::*;
 use linger::DrainBodyLayer;
 use tokio::net::TcpListener;
 use tower::Layer;
+
+use crate::common::*;
 
 fn router() -> Router {
     Router::new()

@@ -3,8 +3,6 @@
 //! (Linux resets a socket closed with unread input and drops the unsent response) and
 //! passes with `LingeringIo`.
 
-mod common;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::Upload;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -23,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::timeout;
+
+use crate::common::{http1, Upload};
 
 const STEP: Duration = Duration::from_secs(10);
 /// Body bytes the client has written before the handler may answer, so that the server
@@ -94,11 +93,7 @@ async fn connect_small_rcvbuf(addr: SocketAddr) -> TcpStream {
 
 /// Splits a raw HTTP/1.1 response into status code and body length.
 fn parse_response(raw: &[u8]) -> (u16, usize) {
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("complete response head")
-        + 4;
+    let head_end = http1::head_end(raw).expect("complete response head");
     let status = std::str::from_utf8(&raw[9..12]).unwrap().parse().unwrap();
     (status, raw.len() - head_end)
 }

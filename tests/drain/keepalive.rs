@@ -3,14 +3,13 @@
 //! Every test below that says "fails on plain hyper" was checked by running
 //! it with `LINGER_TEST_WITHOUT_LAYER=1` (servers built without the layer).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use http_body_util::BodyExt;
 use linger::DrainBodyLayer;
 use tokio::sync::mpsc;
+
+use crate::common::*;
 
 const KIB: usize = 1024;
 

@@ -4,19 +4,18 @@
 //! Every test says how it fails on the `main` branch before issue 7 (each
 //! was run there).
 
-mod common;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
 use linger::{DrainBodyLayer, DrainCounters, DrainStats};
 use tokio::sync::{mpsc, Mutex};
+
+use crate::common::*;
 
 const KIB: usize = 1024;
 

@@ -2,8 +2,6 @@
 //! ignores and a large response). The TLS layer sends close_notify, then calls our
 //! `poll_shutdown`, which lingers on the raw TCP bytes.
 
-mod tls;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
+
+use crate::common::tls;
 
 const STEP: Duration = Duration::from_secs(10);
 

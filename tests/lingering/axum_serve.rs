@@ -1,5 +1,4 @@
 //! `axum::serve` over a `LingeringListener` (needs `--features axum`).
-#![cfg(feature = "axum")]
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -13,6 +12,8 @@ use linger::{LingerConfig, LingeringListener, PeerAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
+
+use crate::common::http1::{Framing, Reader};
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -33,27 +34,22 @@ fn app() -> Router {
         )
 }
 
-/// Reads a response with a `content-length` body, leaving the connection open.
+/// Reads a response with a `content-length` body, leaving the connection open; bytes
+/// that came after it count as body.
 async fn read_response(stream: &mut TcpStream) -> (String, String) {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = step("read", stream.read(&mut buf)).await.unwrap();
-        assert!(n > 0, "EOF before a whole response");
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .unwrap()
-                .parse()
-                .unwrap();
-            if body.len() >= len {
-                return (head.to_string(), body.to_string());
-            }
-        }
-    }
+    let mut reader = Reader::new(stream);
+    let response = step("read", reader.whole_response())
+        .await
+        .expect("a whole response");
+    let head = response.raw_head.trim_end().to_owned();
+    let framing = response.head.framing();
+    assert!(
+        matches!(framing, Ok(Framing::Length(_))),
+        "content-length: {head}"
+    );
+    let mut body = response.body;
+    body.extend_from_slice(reader.buffered());
+    (head, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +76,7 @@ async fn axum_serve_lingers_and_shuts_down_gracefully() {
 
     // An early 413 to a 4 MiB upload reaches the client, which then sends the whole body
     // and reads a clean EOF. Without the listener, hyper would close with the body unread
-    // and the upload would be reset (see lingering_hyper.rs for that side).
+    // and the upload would be reset (see hyper_servers.rs for that side).
     let mut upload = step("connect", TcpStream::connect(addr)).await.unwrap();
     let body_len = 4 * 1024 * 1024;
     let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n");

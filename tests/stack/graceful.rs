@@ -30,6 +30,8 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+use crate::common::http1;
+
 const STEP: Duration = Duration::from_secs(10);
 const RESPONSE_LEN: usize = 4 * 1024 * 1024;
 /// Body bytes sent before the shutdown; hyper reads at most a few KiB of them.
@@ -131,7 +133,7 @@ fn body_len(raw: &[u8]) -> usize {
         "{:?}",
         &raw[..raw.len().min(64)]
     );
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head_end = http1::head_end(raw).unwrap();
     raw.len() - head_end
 }
 

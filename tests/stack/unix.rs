@@ -5,9 +5,6 @@
 //! fail with "connection reset by peer" once it has read what was queued, and its writes
 //! fail with a broken pipe: an upload cut off, and no clean end of the response. The
 //! staged close fixes that on Unix sockets as on TCP.
-#![cfg(all(unix, feature = "axum"))]
-
-mod common;
 
 use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
@@ -17,12 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use common::{upload_over, Upload};
 use linger::{DrainBodyLayer, LingerGroup, LingeringListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::timeout;
+
+use crate::common::http1::{Framing, Reader};
+use crate::common::{upload_over, Upload};
 
 const STEP: Duration = Duration::from_secs(10);
 const LARGE_UPLOAD: usize = 16 * 1024 * 1024;
@@ -90,28 +89,16 @@ async fn serve(lingering: bool) -> (SocketDir, LingerGroup) {
 
 /// Reads one response with a `content-length` body; returns its head (lowercased) and
 /// body.
-async fn read_response(rd: &mut OwnedReadHalf, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+async fn read_response(reader: &mut Reader<OwnedReadHalf>) -> (String, Vec<u8>) {
     step("read a response", async {
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .expect("content-length")
-                    .parse()
-                    .unwrap();
-                if buf.len() >= end + 4 + len {
-                    let body = buf[end + 4..end + 4 + len].to_vec();
-                    buf.drain(..end + 4 + len);
-                    return (head, body);
-                }
-            }
-            let mut chunk = [0u8; 8192];
-            let n = rd.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "EOF before a whole response");
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        let response = reader.whole_response().await.expect("a whole response");
+        let head = response.raw_head.trim_end().to_ascii_lowercase();
+        let framing = response.head.framing();
+        assert!(
+            matches!(framing, Ok(Framing::Length(_))),
+            "content-length: {head}"
+        );
+        (head, response.body)
     })
     .await
 }
@@ -164,12 +151,12 @@ async fn ignored_body_is_drained_and_the_unix_connection_reused() {
     let stream = step("connect", UnixStream::connect(dir.socket()))
         .await
         .unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let mut buf = Vec::new();
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = Reader::new(rd);
 
     let head = "POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n";
     step("head", wr.write_all(head.as_bytes())).await.unwrap();
-    let (head, body) = read_response(&mut rd, &mut buf).await;
+    let (head, body) = read_response(&mut reader).await;
     assert!(head.starts_with("http/1.1 413"), "{head}");
     assert!(!head.contains("connection: close"), "{head}");
     assert_eq!(body, b"too large");
@@ -177,16 +164,16 @@ async fn ignored_body_is_drained_and_the_unix_connection_reused() {
 
     let next = "POST /next HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n";
     step("next", wr.write_all(next.as_bytes())).await.unwrap();
-    let (head, body) = read_response(&mut rd, &mut buf).await;
+    let (head, body) = read_response(&mut reader).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"next");
 
     step("client shutdown", wr.shutdown()).await.unwrap();
     let mut rest = Vec::new();
-    step("server closes", rd.read_to_end(&mut rest))
+    step("server closes", reader.get_mut().read_to_end(&mut rest))
         .await
         .expect("clean EOF");
-    assert!(rest.is_empty() && buf.is_empty());
+    assert!(rest.is_empty() && reader.buffered().is_empty());
     step("linger ends", group.wait_idle()).await;
     assert_eq!(group.stats().closes(), 1, "{:?}", group.stats());
 }

@@ -1,0 +1,19 @@
+//! Both halves together in the stacks users build: tower-http layers, axum (with its
+//! `DefaultBodyLimit`, over TCP and Unix sockets), axum-server with rustls, hyper-util's
+//! graceful shutdown, and the README's axum set-up under load.
+//!
+//! One test binary, one module per stack. `graceful` builds a server runtime of its own
+//! and ends it: local to that test.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+#[cfg(feature = "axum")]
+mod axum_body_limit;
+mod axum_server_tls;
+mod graceful;
+#[cfg(feature = "axum")]
+mod readme_under_load;
+mod tower_http_layers;
+#[cfg(all(unix, feature = "axum"))]
+mod unix;
