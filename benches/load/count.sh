@@ -17,8 +17,10 @@
 #     (--separate-threads=yes): the runs with N=0 and N=$N differ only by the
 #     N requests, so (Ir(N) - Ir(0)) / N of the server's threads. Kernel work
 #     (copies, page faults, TCP) is not in it: see profile.sh for that.
-# Deterministic up to a few instructions; the load of the machine does not
-# matter. Needs valgrind for the instructions (skipped without it).
+# Repeated runs on a quiet machine agree within ~0.2 %; under heavy load
+# (other builds) the thread interleaving changes and some servers showed up
+# to 15 % more, so measure before and after in one run (BASELINE_REV) on a
+# quiet machine. Needs valgrind for the instructions (skipped without it).
 # DHAT=1 also runs valgrind's DHAT (0 and DHAT_N requests) and lists the
 # allocation sites per request of each server (dhat_sites.py), per workload.
 set -euo pipefail
