@@ -1,0 +1,37 @@
+// The routes of benches/load on Go's net/http, as a reference: Go closes a
+// connection with an unread body by sending FIN and then waiting 500 ms
+// (rstAvoidanceDelay) without reading, and discards up to 256 KiB of an
+// unread body to keep a connection alive.
+//
+// Built by run.sh with `go build` into a temporary directory:
+//
+//	go run main.go 127.0.0.1:8086
+package main
+
+import (
+	"log"
+	"net/http"
+	"os"
+)
+
+func main() {
+	if len(os.Args) != 2 {
+		log.Fatal("usage: goserver <addr>")
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		switch {
+		case r.Method == "GET" && r.URL.Path == "/":
+			w.Write([]byte("hello\n"))
+		case r.Method == "POST" && r.URL.Path == "/ignore":
+			w.Write([]byte("ignored\n"))
+		case r.Method == "POST" && r.URL.Path == "/reject":
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			w.Write([]byte("rejected\n"))
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte("not found\n"))
+		}
+	})
+	log.Fatal(http.ListenAndServe(os.Args[1], handler))
+}

@@ -1,0 +1,102 @@
+# Shared by run.sh, count.sh and profile.sh (sourced, not run).
+#
+# build_load_bin REV_OR_EMPTY PROFILE_TARGET_DIR
+#   Builds the `load` bench binary (bench profile, feature axum) and prints its
+#   path. Empty REV: this working tree. A git revision: that revision's crate,
+#   extracted with `git archive` into target/load-src/SHA, with THIS tree's
+#   benches/load harness copied in (so both sides run the same servers and
+#   client). Both share PROFILE_TARGET_DIR, so the dependencies are built
+#   once; the two `linger` crates live at different paths and get different
+#   artifacts. Extra cargo settings come from the environment (RUSTFLAGS,
+#   CARGO_PROFILE_BENCH_DEBUG: see profile.sh).
+
+LOAD_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LOAD_ROOT="$(cd "$LOAD_HERE/../.." && pwd)"
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Prints the executable that cargo built for the `load` bench target.
+cargo_load_bin() {
+    local manifest="$1" target_dir="$2"
+    CARGO_TARGET_DIR="$target_dir" cargo build --manifest-path "$manifest" \
+        --profile bench --bench load --features axum --message-format=json \
+        | python3 -c '
+import json, sys
+exe = None
+for line in sys.stdin:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    if msg.get("reason") == "compiler-message":
+        rendered = msg.get("message", {}).get("rendered")
+        if rendered and msg["message"].get("level") == "error":
+            sys.stderr.write(rendered)
+    if msg.get("reason") == "compiler-artifact" and msg.get("executable") \
+            and msg["target"]["name"] == "load":
+        exe = msg["executable"]
+if not exe:
+    sys.exit("no load executable was built")
+print(exe)
+'
+}
+
+build_load_bin() {
+    local rev="$1" target_dir="$2"
+    if [ -z "$rev" ]; then
+        log "building the load servers of this tree ($(git -C "$LOAD_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$LOAD_ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ', with uncommitted changes'))"
+        cargo_load_bin "$LOAD_ROOT/Cargo.toml" "$target_dir"
+        return
+    fi
+    local sha src
+    sha="$(git -C "$LOAD_ROOT" rev-parse --verify --short "$rev^{commit}")" \
+        || die "unknown revision $rev"
+    src="$LOAD_ROOT/target/load-src/$sha"
+    if [ ! -f "$src/Cargo.toml" ]; then
+        log "extracting $rev ($sha) into $src"
+        mkdir -p "$src"
+        git -C "$LOAD_ROOT" archive "$sha" | tar -x -C "$src"
+    fi
+    # This tree's harness, whatever the revision had.
+    rm -rf "$src/benches/load"
+    mkdir -p "$src/benches"
+    cp -r "$LOAD_HERE" "$src/benches/load"
+    if ! grep -q 'benches/load/main.rs' "$src/Cargo.toml"; then
+        printf '\n[[bench]]\nname = "load"\npath = "benches/load/main.rs"\nharness = false\n' \
+            >>"$src/Cargo.toml"
+    fi
+    log "building the load servers of $rev ($sha)"
+    cargo_load_bin "$src/Cargo.toml" "$target_dir"
+}
+
+# Waits until something accepts on 127.0.0.1:$1 (at most 10 s).
+wait_port() {
+    local port="$1" i
+    for i in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# CPU time (ns) of process $1 and its children, all threads, from schedstat.
+cpu_ns() {
+    local pid="$1" total=0 p t v
+    for p in "$pid" $(pgrep -P "$pid" 2>/dev/null); do
+        for t in /proc/"$p"/task/*/schedstat; do
+            read -r v _ <"$t" 2>/dev/null || continue
+            total=$((total + v))
+        done
+    done
+    echo "$total"
+}
+
+# Busy and total jiffies of CPU $1 from /proc/stat (user..steal; guest is in user).
+cpu_jiffies() {
+    awk -v cpu="cpu$1" '$1 == cpu {
+        total = 0; for (i = 2; i <= 9; i++) total += $i
+        print total - $5 - $6, total }' /proc/stat
+}

@@ -1,0 +1,235 @@
+//! The servers, written as the README writes them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use linger::{DrainBody, DrainBodyLayer, LingeringListener};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceBuilder;
+
+/// The README's limit.
+const README_LIMIT: u64 = 256 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// hyper's HTTP/1 accept loop, no `linger`: closes with RST when a body is unread.
+    Plain,
+    /// `DrainBodyLayer` only.
+    Drain,
+    /// `LingeringListener` only.
+    Linger,
+    /// Both: the README's hyper quick start.
+    Both,
+    /// The README's axum quick start.
+    Axum,
+    /// The same axum router, without `linger`.
+    AxumBare,
+}
+
+impl Server {
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "plain" => Self::Plain,
+            "drain" => Self::Drain,
+            "linger" => Self::Linger,
+            "both" => Self::Both,
+            "axum" => Self::Axum,
+            "axum-bare" => Self::AxumBare,
+            _ => return None,
+        })
+    }
+
+    fn is_axum(self) -> bool {
+        matches!(self, Self::Axum | Self::AxumBare)
+    }
+}
+
+/// Parses `name`, saying why not on stderr.
+pub fn parse_server(name: &str) -> Option<Server> {
+    let Some(server) = Server::from_name(name) else {
+        eprintln!("load: unknown server {name:?} (plain, drain, linger, both, axum, axum-bare)");
+        return None;
+    };
+    if server.is_axum() && !cfg!(feature = "axum") {
+        eprintln!("load: server {name:?} needs `--features axum`");
+        return None;
+    }
+    Some(server)
+}
+
+/// The runtime of `#[tokio::main]`: multi-threaded, one worker per CPU the
+/// process may use (so one under `taskset -c 0`), or `TOKIO_WORKER_THREADS`.
+/// `on_start` runs on every thread the runtime starts.
+pub fn runtime(workers: Option<usize>, on_start: fn()) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().on_thread_start(on_start);
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.build().expect("tokio runtime")
+}
+
+pub fn serve_main(name: &str, addr: &str) -> ExitCode {
+    let Some(server) = parse_server(name) else {
+        return ExitCode::from(2);
+    };
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        eprintln!("load: bad address {addr:?}");
+        return ExitCode::from(2);
+    };
+    let runtime = runtime(None, || {});
+    runtime.block_on(async {
+        let tcp = match TcpListener::bind(addr).await {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                eprintln!("load: cannot bind {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        serve(server, tcp).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Serves `server` on `tcp` until the runtime goes away.
+pub async fn serve(server: Server, tcp: TcpListener) {
+    match server {
+        Server::Plain => serve_plain(tcp, false).await,
+        Server::Drain => serve_plain(tcp, true).await,
+        Server::Linger => serve_lingering(tcp, false).await,
+        Server::Both => serve_lingering(tcp, true).await,
+        #[cfg(feature = "axum")]
+        Server::Axum | Server::AxumBare => axum_app::serve(server == Server::Axum, tcp).await,
+        #[cfg(not(feature = "axum"))]
+        Server::Axum | Server::AxumBare => unreachable!("parse_server refuses axum"),
+    }
+}
+
+/// Whether `LOAD_NODELAY=1` asks for `TCP_NODELAY` on the hyper servers; off
+/// by default, as in the README (axum's `serve` does not set it either).
+fn nodelay() -> bool {
+    std::env::var_os("LOAD_NODELAY").is_some_and(|v| v == "1")
+}
+
+/// Every handler: answers by method and path, never reads the body.
+async fn handle<B>(request: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, body): (StatusCode, &'static [u8]) = match (request.method(), request.uri().path())
+    {
+        (&Method::GET, "/") => (StatusCode::OK, b"hello\n"),
+        (&Method::POST, "/ignore") => (StatusCode::OK, b"ignored\n"),
+        (&Method::POST, "/reject") => (StatusCode::PAYLOAD_TOO_LARGE, b"rejected\n"),
+        _ => (StatusCode::NOT_FOUND, b"not found\n"),
+    };
+    let mut response = Response::new(Full::new(Bytes::from_static(body)));
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+/// Serves one connection as the README does.
+fn spawn_connection<I>(io: I, layered: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = hyper::server::conn::http1::Builder::new();
+    if layered {
+        let service = ServiceBuilder::new()
+            .layer(DrainBodyLayer::new(README_LIMIT))
+            .service_fn(handle::<DrainBody<Incoming>>);
+        tokio::spawn(async move {
+            let _ = builder
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+                .await;
+        });
+    } else {
+        let service = ServiceBuilder::new().service_fn(handle::<Incoming>);
+        tokio::spawn(async move {
+            let _ = builder
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+                .await;
+        });
+    }
+}
+
+/// The accept loop without `LingeringListener`.
+async fn serve_plain(tcp: TcpListener, layered: bool) {
+    let nodelay = nodelay();
+    loop {
+        let stream: TcpStream = match tcp.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(_) => {
+                accept_backoff().await;
+                continue;
+            }
+        };
+        if nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        spawn_connection(stream, layered);
+    }
+}
+
+/// The README's accept loop: `LingeringListener::accept`.
+async fn serve_lingering(tcp: TcpListener, layered: bool) {
+    let nodelay = nodelay();
+    let listener = LingeringListener::new(tcp);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(_) => {
+                accept_backoff().await;
+                continue;
+            }
+        };
+        if nodelay {
+            let _ = stream.get_ref().set_nodelay(true);
+        }
+        spawn_connection(stream, layered);
+    }
+}
+
+/// After a failed accept (out of descriptors, say), wait a little rather than
+/// spin; the README's `?` would end the server instead.
+async fn accept_backoff() {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+#[cfg(feature = "axum")]
+mod axum_app {
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use axum::Router;
+    use linger::{DrainBodyLayer, LingeringListener};
+    use tokio::net::TcpListener;
+
+    use super::README_LIMIT;
+
+    fn router() -> Router {
+        Router::new()
+            .route("/", get(|| async { "hello\n" }))
+            .route("/ignore", post(|| async { "ignored\n" }))
+            .route(
+                "/reject",
+                post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, "rejected\n") }),
+            )
+    }
+
+    /// The README's axum quick start (`readme`), or the same router served
+    /// without `linger`.
+    pub(super) async fn serve(readme: bool, tcp: TcpListener) {
+        let _ = if readme {
+            let app = router().layer(DrainBodyLayer::new(README_LIMIT));
+            axum::serve(LingeringListener::new(tcp), app).await
+        } else {
+            axum::serve(tcp, router()).await
+        };
+    }
+}
