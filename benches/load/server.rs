@@ -16,8 +16,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 
-/// The README's limit.
-const README_LIMIT: u64 = 256 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
@@ -142,7 +140,7 @@ where
     let builder = hyper::server::conn::http1::Builder::new();
     if layered {
         let service = ServiceBuilder::new()
-            .layer(DrainBodyLayer::new(README_LIMIT))
+            .layer(DrainBodyLayer::new(256 * 1024))
             .service_fn(handle::<DrainBody<Incoming>>);
         tokio::spawn(async move {
             let _ = builder
@@ -210,7 +208,6 @@ mod axum_app {
     use linger::{DrainBodyLayer, LingeringListener};
     use tokio::net::TcpListener;
 
-    use super::README_LIMIT;
 
     fn router() -> Router {
         Router::new()
@@ -226,7 +223,7 @@ mod axum_app {
     /// without `linger`.
     pub(super) async fn serve(readme: bool, tcp: TcpListener) {
         let _ = if readme {
-            let app = router().layer(DrainBodyLayer::new(README_LIMIT));
+            let app = router().layer(DrainBodyLayer::new(256 * 1024));
             axum::serve(LingeringListener::new(tcp), app).await
         } else {
             axum::serve(tcp, router()).await
