@@ -16,7 +16,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
     /// hyper's HTTP/1 accept loop, no `linger`: closes with RST when a body is unread.
@@ -207,7 +206,6 @@ mod axum_app {
     use axum::Router;
     use linger::{DrainBodyLayer, LingeringListener};
     use tokio::net::TcpListener;
-
 
     fn router() -> Router {
         Router::new()
