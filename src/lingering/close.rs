@@ -72,7 +72,7 @@ impl Closing {
     /// Starts a close; `timed` says whether the current runtime has timers.
     pub(crate) fn start(group: LingerGroup, peer_eof: bool, timed: bool) -> Self {
         let started = Instant::now();
-        let deadline_at = timers::deadline_after(group.config().total_timeout);
+        let deadline_at = timers::instant_after(started, group.config().total_timeout);
         Self {
             group,
             stage: Stage::Flush,
