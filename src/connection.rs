@@ -12,7 +12,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -22,14 +22,36 @@ use tokio::task;
 /// lock.
 const SHARDS: usize = 16;
 
-type Hasher = BuildHasherDefault<DefaultHasher>;
+type Hasher = BuildHasherDefault<IdHasher>;
+
+/// Hashes a task id, which tokio hands out unique, with one multiplication: the
+/// registry is on every connection's path, where SipHash would cost more than the rest.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads consecutive ids over the high bits.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// The links of the `LingeringIo`s being read, by the id of the task reading them.
 static REGISTRY: [Mutex<HashMap<task::Id, Arc<Link>, Hasher>>; SHARDS] =
     [const { Mutex::new(HashMap::with_hasher(BuildHasherDefault::new())) }; SHARDS];
 
 fn shard(task: task::Id) -> std::sync::MutexGuard<'static, HashMap<task::Id, Arc<Link>, Hasher>> {
-    let index = usize::from(Hasher::default().hash_one(task).to_le_bytes()[0]) % SHARDS;
+    let index = usize::from(Hasher::default().hash_one(task).to_be_bytes()[0]) % SHARDS;
     REGISTRY[index]
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
