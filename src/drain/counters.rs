@@ -165,9 +165,12 @@ impl DrainCounters {
 
     /// A body that will land in one outcome counter, sooner or later.
     pub(crate) fn tally(&self) -> Tally {
+        // Every field spelled out: `..Tally::uncounted()` would drop a
+        // temporary `Tally`, whose `Drop` traces a spurious "abandoned".
         Tally {
             counts: Some(Arc::clone(&self.counts)),
-            ..Tally::uncounted()
+            draining: false,
+            settled: false,
         }
     }
 }
