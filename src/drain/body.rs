@@ -90,7 +90,7 @@ impl<B> Handoff<B> {
 }
 
 impl<B> DrainBody<B> {
-    /// A body the layer will never drain (HTTP/2, empty bodies).
+    /// A body the layer will never drain (empty bodies, HTTP/2 `CONNECT`).
     pub(crate) fn untracked(body: B) -> Self {
         Self {
             body: Some(body),
@@ -221,6 +221,7 @@ mod tests {
             wait_for_drain: false,
             expects_continue: false,
             request_closes: false,
+            multiplexed: false,
         };
         for ended in [false, true] {
             for _ in 0..2000 {

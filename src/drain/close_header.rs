@@ -13,6 +13,16 @@ use http::{header, HeaderMap, HeaderValue, Response, Version};
 /// sends it as HTTP/1.0 anyway): hyper would otherwise append `keep-alive`
 /// for a client that asked for it, next to the `close`.
 pub(crate) fn mark_close<ResBody>(response: &mut Response<ResBody>, request: Version) {
+    // `decide` never asks for it on HTTP/2: connection-specific headers are
+    // forbidden there (RFC 9113 §8.2.2), and a stream's end never closes the
+    // connection.
+    debug_assert!(
+        request < Version::HTTP_2,
+        "Connection: close on {request:?}"
+    );
+    if request >= Version::HTTP_2 {
+        return;
+    }
     if request == Version::HTTP_10 {
         *response.version_mut() = Version::HTTP_10;
     }

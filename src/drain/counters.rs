@@ -50,12 +50,19 @@ struct Counts {
 /// A snapshot of [`DrainCounters`].
 ///
 /// Every request that arrives with a body (one that has not already ended
-/// when the layer sees the request) ends up in exactly one of the outcome
-/// counters, `read` to `abandoned`, once its fate is known: usually when the
-/// response is ready, after the drain for drained bodies, and when the service
-/// lets go of it for bodies it held past the response (a body held forever is
-/// never counted). Requests without a body are not counted. `draining` is a
-/// gauge and `bytes_drained` a running total.
+/// when the layer sees the request), over any HTTP version, ends up in
+/// exactly one of the outcome counters, `read` to `abandoned`, once its fate
+/// is known: usually when the response is ready, after the drain for drained
+/// bodies, and when the service lets go of it for bodies it held past the
+/// response (a body held forever is never counted). Requests without a body
+/// are not counted. `draining` is a gauge and `bytes_drained` a running total.
+///
+/// Over HTTP/2 the outcomes mean the same; where HTTP/1 closes the
+/// connection after the response (`over_limit`, `deadline`, `no_timers`),
+/// hyper resets the stream with `RST_STREAM(NO_ERROR)` instead. There a
+/// `body_error` is usually the client's own doing: it reset the stream or
+/// closed the connection once it had its response, before its upload ended
+/// (curl does both).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DrainStats {
@@ -69,7 +76,8 @@ pub struct DrainStats {
     /// service dropped a body it had held past the response.
     pub drained: u64,
     /// Not drained, or drain stopped, because the body holds more than the
-    /// limit (including every unfinished body with a limit of 0).
+    /// limit (including every unfinished body with a limit of 0); over
+    /// HTTP/2, the [HTTP/2 limit](super::DrainBodyLayer::http2_limit).
     pub over_limit: u64,
     /// The drain ran out of time.
     pub deadline: u64,
@@ -82,11 +90,13 @@ pub struct DrainStats {
     /// Not drained: no tokio runtime, or one built without timers, so the
     /// drain could not be bounded in time.
     pub no_timers: u64,
-    /// Left alone: HTTP/2 and later, `101 Switching Protocols`, and `2xx`
-    /// answers to `CONNECT`.
+    /// Left alone: `101 Switching Protocols` and `2xx` answers to an HTTP/1
+    /// `CONNECT` (the connection is handed over), and HTTP/2 `CONNECT`
+    /// streams, extended `CONNECT` included, whatever the answer (hyper gives
+    /// those an empty body, which is not counted at all).
     pub passed_through: u64,
-    /// Not drained: the connection closes after the response anyway (the
-    /// request or the response says `Connection: close`), and the
+    /// Not drained: the HTTP/1 connection closes after the response anyway
+    /// (the request or the response says `Connection: close`), and the
     /// [`LingeringIo`](crate::LingeringIo) beneath it throws the rest away
     /// without copying, while the response is written and after the FIN
     /// (counted in its group's `bytes_discarded`).
@@ -95,8 +105,8 @@ pub struct DrainStats {
     /// future was dropped), or a drain was dropped before it ended (its
     /// connection or runtime went away).
     pub abandoned: u64,
-    /// Drains in progress now: background tasks plus responses held back by
-    /// `wait_for_drain`.
+    /// Drains in progress now: background tasks plus HTTP/1 responses held
+    /// back by `wait_for_drain`.
     pub draining: usize,
     /// Bytes read and thrown away by drains, in all.
     pub bytes_drained: u64,

@@ -4,6 +4,13 @@
 //! The same steps run whether the service dropped the body before its
 //! response or held it past the response and dropped it later; only the
 //! second cannot drain in place or hold the response back.
+//!
+//! They run for every HTTP version; what giving up costs differs. On
+//! HTTP/1 the connection closes after the response, which must say so
+//! (`Connection: close`); on HTTP/2 and later only the stream ends, with the
+//! `RST_STREAM(NO_ERROR)` that hyper sends when the last handle to an
+//! unfinished stream goes away: the response is never marked (the header is
+//! forbidden there) nor held back.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -29,6 +36,17 @@ pub(crate) struct Rules {
     /// The request ends its connection (`Connection: close`, HTTP/1.0 without
     /// keep-alive): whatever the response, the connection closes after it.
     pub(crate) request_closes: bool,
+    /// HTTP/2 and later: the body is one stream of a multiplexed connection,
+    /// which giving up never closes.
+    pub(crate) multiplexed: bool,
+}
+
+impl Rules {
+    /// Whether giving up on the body closes the connection after the
+    /// response, which the response must then announce.
+    fn gives_up_by_closing(self) -> bool {
+        !self.multiplexed
+    }
 }
 
 /// What the service did with the body, as seen when it let go of it.
@@ -70,10 +88,10 @@ impl Schedule {
 /// How a decision left the body.
 pub(crate) enum Decision<B> {
     /// Nothing more will read it; `close` when the response must say that
-    /// the connection closes after it.
+    /// the connection closes after it (never for HTTP/2).
     Settled { close: bool },
     /// The response waits for this drain until the deadline
-    /// (`wait_for_drain`).
+    /// (`wait_for_drain`, HTTP/1 only).
     Wait(Drainer<B>, Instant),
     /// Draining alongside the response, in a task.
     Spawned,
@@ -110,7 +128,9 @@ where
     }
     if let Some(outcome) = refusal(progress, rules) {
         tally.settle(outcome, 0, Duration::ZERO);
-        return Decision::Settled { close: true };
+        return Decision::Settled {
+            close: rules.gives_up_by_closing(),
+        };
     }
     // Takes what has already arrived. A declared remainder above the limit
     // ends this at once, before anything is read.
@@ -120,16 +140,20 @@ where
         if let Poll::Ready(end) = drainer.poll_drain(cx) {
             drainer.finish(end, true);
             return Decision::Settled {
-                close: end != DrainEnd::Complete,
+                close: end != DrainEnd::Complete && rules.gives_up_by_closing(),
             };
         }
     }
     let Schedule { runtime, deadline } = schedule();
     let Some(runtime) = runtime else {
         drainer.give_up(Outcome::NoTimers);
-        return Decision::Settled { close: true };
+        return Decision::Settled {
+            close: rules.gives_up_by_closing(),
+        };
     };
-    if responding && rules.wait_for_drain {
+    // Waiting is for a connection that may have to close; a stream's
+    // response goes at once.
+    if responding && rules.wait_for_drain && rules.gives_up_by_closing() {
         drainer.start_draining();
         return Decision::Wait(drainer, deadline);
     }
@@ -208,7 +232,16 @@ impl<B> HeldBody<B> {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::Waker;
+
+    use bytes::Bytes;
+    use http_body::{Frame, SizeHint};
+    use http_body_util::Full;
+
     use super::*;
+    use crate::drain::counters::{DrainCounters, DrainStats};
 
     const RULES: Rules = Rules {
         limit: 1024,
@@ -216,6 +249,7 @@ mod tests {
         wait_for_drain: false,
         expects_continue: false,
         request_closes: false,
+        multiplexed: false,
     };
 
     fn progress(polled: bool, failed: bool) -> Progress {
@@ -256,5 +290,119 @@ mod tests {
             Some(Outcome::OverLimit)
         );
         assert_eq!(refusal(progress(true, false), RULES), None);
+    }
+
+    /// A body whose rest never comes.
+    struct Stalled;
+
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Pending
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(10)
+        }
+    }
+
+    fn unread<B>(body: B) -> UnreadBody<B> {
+        UnreadBody {
+            body,
+            progress: Progress::default(),
+        }
+    }
+
+    /// Decides on `body` as the response is ready, and returns whether the
+    /// response is marked and what was counted.
+    fn decide_now<B>(body: B, rules: Rules) -> (Option<bool>, DrainStats)
+    where
+        B: Body + Unpin + Send + 'static,
+    {
+        let counters = DrainCounters::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let close = match decide(
+            unread(body),
+            rules,
+            counters.tally(),
+            || Schedule::from_now(rules.timeout),
+            None,
+            Some(&mut cx),
+        ) {
+            Decision::Settled { close } => Some(close),
+            Decision::Wait(..) | Decision::Spawned => None,
+        };
+        (close, counters.snapshot())
+    }
+
+    #[test]
+    fn giving_up_closes_a_connection_but_not_a_stream() {
+        let http1 = RULES;
+        let http2 = Rules {
+            multiplexed: true,
+            ..RULES
+        };
+        let over = || Full::new(Bytes::from(vec![0; 2048]));
+        // Declared above the limit: refused.
+        for (rules, close) in [(http1, true), (http2, false)] {
+            let (marked, stats) = decide_now(over(), rules);
+            assert_eq!(marked, Some(close));
+            assert_eq!(stats.over_limit, 1);
+        }
+        // A limit of 0, and no timers (no runtime here) for a body that stalls.
+        for (rules, close) in [(http1, true), (http2, false)] {
+            let (marked, stats) = decide_now(over(), Rules { limit: 0, ..rules });
+            assert_eq!(marked, Some(close));
+            assert_eq!(stats.over_limit, 1);
+            let (marked, stats) = decide_now(Stalled, rules);
+            assert_eq!(marked, Some(close));
+            assert_eq!(stats.no_timers, 1);
+        }
+        // Within the limit, taken at once: nothing to mark either way.
+        for rules in [http1, http2] {
+            let (marked, stats) = decide_now(Full::new(Bytes::from_static(b"abc")), rules);
+            assert_eq!(marked, Some(false));
+            assert_eq!((stats.drained_inline, stats.bytes_drained), (1, 3));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_response_never_waits_for_its_drain() {
+        let waiting = Rules {
+            wait_for_drain: true,
+            ..RULES
+        };
+        for (rules, waits) in [
+            (waiting, true),
+            (
+                Rules {
+                    multiplexed: true,
+                    ..waiting
+                },
+                false,
+            ),
+        ] {
+            let counters = DrainCounters::new();
+            let mut cx = Context::from_waker(Waker::noop());
+            let decision = decide(
+                unread(Stalled),
+                rules,
+                counters.tally(),
+                || Schedule::from_now(rules.timeout),
+                None,
+                Some(&mut cx),
+            );
+            match decision {
+                Decision::Wait(..) => assert!(waits),
+                Decision::Spawned => assert!(!waits),
+                Decision::Settled { .. } => panic!("settled a stalled body"),
+            }
+            assert_eq!(counters.snapshot().draining, 1);
+        }
     }
 }

@@ -37,7 +37,8 @@ pin_project! {
 pub(crate) struct TrackedBody<B> {
     pub(crate) handoff: Arc<Handoff<B>>,
     pub(crate) rules: Rules,
-    /// A `CONNECT` request: a `2xx` answer turns the connection into a tunnel.
+    /// An HTTP/1 `CONNECT` request: a `2xx` answer turns the connection into
+    /// a tunnel. (An HTTP/2 `CONNECT` stream is never tracked.)
     pub(crate) connect: bool,
     pub(crate) version: Version,
     pub(crate) tally: Tally,
@@ -182,6 +183,12 @@ where
 /// The link to the `LingeringIo` beneath, if the connection closes after
 /// `response` anyway (as the request or the response says).
 fn closing_link<ResBody>(rules: Rules, response: &Response<ResBody>) -> Option<Arc<Link>> {
+    // An HTTP/2 stream never ends its connection (hyper strips a
+    // `Connection` header the handler sets), and the IO beneath must keep
+    // every byte for the other streams.
+    if rules.multiplexed {
+        return None;
+    }
     let closes = rules.request_closes || ends_connection(response.version(), response.headers());
     closes.then(connection::current).flatten()
 }

@@ -8,38 +8,44 @@
 //! [`DrainBodyLayer`] reads and discards the rest instead, bounded in bytes and
 //! time, as Go, nginx and Apache do.
 //!
+//! HTTP/2 keeps the connection, but hyper ends the stream with
+//! `RST_STREAM(NO_ERROR)`, and clients such as curl and httpx then discard
+//! the response they already have; the layer drains those bodies too (see
+//! [HTTP/2 and later](#http2-and-later)).
+//!
 //! # What happens to a request
 //!
-//! Requests without a body, and HTTP/2 and later (where a stream ends
-//! without touching the connection), pass through at the cost of a check
-//! (with [`DrainCounters`], an HTTP/2 body is also counted). For the others,
-//! once the inner service has produced its response, the first step that
-//! applies decides:
+//! Requests without a body, and HTTP/2 `CONNECT` streams (extended `CONNECT`
+//! included), pass through at the cost of a check (with [`DrainCounters`], a
+//! `CONNECT` stream with a body is also counted). For the others, once the
+//! inner service has produced its response, the first step that applies
+//! decides:
 //!
-//! | # | the body, when the response is ready | what the layer does | the connection | counted as |
-//! |---|---|---|---|---|
-//! | 1 | any body, and the answer is `101 Switching Protocols`, or a `2xx` to `CONNECT` | leaves it alone: the connection is handed over | handed over | `passed_through` |
-//! | 2 | read to its end | nothing | reused | `read` |
-//! | 3 | still held by the service (moved into a task) | releases the response; steps 2, 3a, 4, 5, 7 and 8 run when the service drops the body, with the deadline counted from the response | — | when dropped |
-//! | 3a | the connection closes after the response anyway (`Connection: close` in the request or the response, HTTP/1.0 without keep-alive) and a [`LingeringIo`](crate::LingeringIo) is beneath | reads nothing: the `LingeringIo` throws the rest away without copying, while the response is written and after the FIN | closed after the response | `left_to_linger` |
-//! | 4 | failed; or `Expect: 100-continue` and never polled; or the limit is 0 | reads nothing, adds `Connection: close` | closed after the response | `body_error`, `expect_continue`, `over_limit` |
-//! | 5 | the declared remainder (`Content-Length`) is above the limit | reads nothing, adds `Connection: close` | closed after the response | `over_limit` |
-//! | 6 | the rest has already arrived | takes it at once, without waiting: within the limit the response goes out unchanged; past it, or on a body error, adds `Connection: close` | reused at no cost, or closed after the response | `drained_inline`, `over_limit`, `body_error` |
-//! | 7 | more to come, no tokio runtime with timers | adds `Connection: close` | closed after the response | `no_timers` |
-//! | 8 | more to come | releases the response at once and drains the rest in a task, within the limit and the [`timeout`](DrainBodyLayer::timeout) | reused if the drain reaches the end, else closed after the response | `drained`, `over_limit`, `deadline`, `body_error` |
+//! | # | the body, when the response is ready | what the layer does | HTTP/1: the connection | HTTP/2: the stream | counted as |
+//! |---|---|---|---|---|---|
+//! | 1 | any body, and the answer is `101 Switching Protocols`, or a `2xx` to `CONNECT` | leaves it alone: the connection is handed over | handed over | — | `passed_through` |
+//! | 2 | read to its end | nothing | reused | ends cleanly | `read` |
+//! | 3 | still held by the service (moved into a task) | releases the response; steps 2, 3a, 4, 5, 7 and 8 run when the service drops the body, with the deadline counted from the response | — | — | when dropped |
+//! | 3a | HTTP/1 only: the connection closes after the response anyway (`Connection: close` in the request or the response, HTTP/1.0 without keep-alive) and a [`LingeringIo`](crate::LingeringIo) is beneath | reads nothing: the `LingeringIo` throws the rest away without copying, while the response is written and after the FIN | closed after the response | — | `left_to_linger` |
+//! | 4 | failed; or `Expect: 100-continue` and never polled (HTTP/1.1); or the limit is 0 | reads nothing; on HTTP/1 adds `Connection: close` | closed after the response | reset after the response | `body_error`, `expect_continue`, `over_limit` |
+//! | 5 | the declared remainder (`Content-Length`) is above the limit | reads nothing; on HTTP/1 adds `Connection: close` | closed after the response | reset after the response | `over_limit` |
+//! | 6 | the rest has already arrived | takes it at once, without waiting: within the limit the response goes out unchanged; past it, or on a body error, on HTTP/1 adds `Connection: close` | reused at no cost, or closed after the response | ends cleanly, or reset after the response | `drained_inline`, `over_limit`, `body_error` |
+//! | 7 | more to come, no tokio runtime with timers | on HTTP/1 adds `Connection: close` | closed after the response | reset after the response | `no_timers` |
+//! | 8 | more to come | releases the response at once and drains the rest in a task, within the limit and the [`timeout`](DrainBodyLayer::timeout) | reused if the drain reaches the end, else closed after the response | ends cleanly if the drain reaches the end, else reset | `drained`, `over_limit`, `deadline`, `body_error` |
 //!
-//! With [`wait_for_drain`](DrainBodyLayer::wait_for_drain), step 8 holds the
-//! response back until the drain ends instead, and a drain that gives up
-//! adds `Connection: close`. A body the service held past its response
+//! With [`wait_for_drain`](DrainBodyLayer::wait_for_drain), step 8 holds an
+//! HTTP/1 response back until the drain ends instead, and a drain that gives
+//! up adds `Connection: close`. A body the service held past its response
 //! (step 3) can no longer change the response: when its drain gives up or
-//! cannot start, hyper closes the connection after the response. A body held
-//! forever is never waited for. A response future dropped before it
-//! finished, or a service error, counts as `abandoned`.
+//! cannot start, hyper closes the connection after the response (HTTP/1) or
+//! resets the stream (HTTP/2). A body held forever is never waited for. A
+//! response future dropped before it finished, or a service error, counts as
+//! `abandoned`.
 //!
 //! Step 1 is decided by the answer: other answers to requests that offer
-//! `Upgrade` (`curl --http2` sends `Upgrade: h2c`) or to `CONNECT` are
-//! ordinary responses, and their bodies go through the other steps, as hyper
-//! treats them. HTTP/1.0 has no upgrades.
+//! `Upgrade` (`curl --http2` sends `Upgrade: h2c`) or to an HTTP/1
+//! `CONNECT` are ordinary responses, and their bodies go through the other
+//! steps, as hyper treats them. HTTP/1.0 has no upgrades.
 //!
 //! `Connection: close` is added to the tokens already there (`upgrade` on a
 //! `426`, say), dropping only a contradicting `keep-alive`.
@@ -65,6 +71,39 @@
 //! The request body type must be `Unpin + Send + 'static`, as hyper's
 //! `Incoming` and axum's `Body` are. Each request with a body costs one small
 //! allocation; requests without a body cost none.
+//!
+//! # HTTP/2 and later
+//!
+//! An HTTP/2 stream whose body the server stops reading does not block the
+//! connection, but it has to end somehow: h2 resets it with
+//! `RST_STREAM(NO_ERROR)` when the last handle to it goes away, that is when
+//! hyper has sent the response and the body is dropped. RFC 9113 §8.1 allows
+//! this and tells clients to keep the response; curl 7.88 fails the transfer
+//! (`curl: (92) Stream error in the HTTP/2 framing layer`) and httpx raises,
+//! so the response is lost. The layer therefore drains HTTP/2 bodies by the
+//! same steps, with these differences:
+//!
+//! - the limit is [`http2_limit`](DrainBodyLayer::http2_limit), 1 MiB by
+//!   default (hyper's initial stream window), since only bandwidth is at
+//!   stake, not the connection;
+//! - reading the body lets hyper hand its flow-control window back, so the
+//!   client can send the rest; once the body reaches its end, dropping it
+//!   resets nothing;
+//! - giving up (past the limit or the deadline, no timers) drops the body:
+//!   hyper resets the stream after the response, as without the layer, and
+//!   the connection goes on; a body that failed (the client reset its
+//!   stream, or the connection is gone) is just dropped;
+//! - the response is never held back ([`wait_for_drain`](DrainBodyLayer::wait_for_drain)
+//!   is for HTTP/1) and never gets a `Connection` header;
+//! - `CONNECT` streams are left alone whatever the answer: the method alone
+//!   identifies extended `CONNECT` too, since h2 refuses `:protocol` on
+//!   any other (hyper exposes it as an extension of its own type, which this
+//!   crate does not depend on). hyper hands a `CONNECT` handler an empty
+//!   body anyway.
+//!
+//! HTTP/3 requests, which no hyper server produces, are treated as HTTP/2:
+//! one stream each, and the same reason to read a body to its end (RFC 9114
+//! §4.1 has servers stop a request stream with `H3_NO_ERROR`).
 //!
 //! # Observing it
 //!

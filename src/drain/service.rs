@@ -17,6 +17,7 @@ use super::future::{ResponseFuture, TrackedBody};
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) limit: usize,
+    pub(crate) http2_limit: usize,
     pub(crate) timeout: Duration,
     pub(crate) wait_for_drain: bool,
     pub(crate) counters: Option<DrainCounters>,
@@ -91,8 +92,12 @@ where
 {
     // An empty body has nothing left: the fast path, no allocation.
     let has_body = !request.body().is_end_stream();
-    if !has_body || request.version() >= Version::HTTP_2 {
-        // HTTP/2 and later end a stream without touching the connection.
+    // HTTP/2 and later: the body is one stream of a multiplexed connection.
+    let multiplexed = request.version() >= Version::HTTP_2;
+    // A `CONNECT` stream is a tunnel whatever the answer, and extended
+    // `CONNECT` (RFC 8441, the `:protocol` pseudo-header, which h2 accepts
+    // only with this method) as well: its data is not a body to drain.
+    if !has_body || (multiplexed && request.method() == Method::CONNECT) {
         if let (true, Some(counters)) = (has_body, &settings.counters) {
             counters
                 .tally()
@@ -101,14 +106,20 @@ where
         let request = request.map(untracked);
         return ResponseFuture::untracked(inner.call(request));
     }
-    // `Upgrade` and `CONNECT` requests are tracked too: whether the
+    // HTTP/1 `Upgrade` and `CONNECT` requests are tracked too: whether the
     // connection is handed over depends on the response.
+    let limit = if multiplexed {
+        settings.http2_limit
+    } else {
+        settings.limit
+    };
     let rules = Rules {
-        limit: u64::try_from(settings.limit).unwrap_or(u64::MAX),
+        limit: u64::try_from(limit).unwrap_or(u64::MAX),
         timeout: settings.timeout,
         wait_for_drain: settings.wait_for_drain,
         expects_continue: expects_continue(&request),
         request_closes: ends_connection(request.version(), request.headers()),
+        multiplexed,
     };
     let connect = request.method() == Method::CONNECT;
     let version = request.version();
@@ -148,6 +159,7 @@ fn expects_continue<B>(request: &Request<B>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DrainCounters;
 
     fn request(version: Version, expect: &[&str]) -> Request<()> {
         let mut builder = Request::post("/").version(version);
@@ -181,5 +193,66 @@ mod tests {
             &["100-continue, other"]
         )));
         assert!(!expects_continue(&request(Version::HTTP_11, &[])));
+    }
+
+    /// Sends `request` through the layer to a handler that ignores the body
+    /// and answers `status`; returns the response and the counts.
+    async fn ignored(
+        layer: crate::DrainBodyLayer,
+        request: Request<http_body_util::Full<bytes::Bytes>>,
+        status: http::StatusCode,
+    ) -> (Response<()>, crate::DrainStats) {
+        use tower::{Layer, ServiceExt};
+
+        let counters = DrainCounters::new();
+        let service =
+            layer
+                .counters(counters.clone())
+                .layer(tower::service_fn(move |_request| async move {
+                    let mut response = Response::new(());
+                    *response.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(response)
+                }));
+        let response = service.oneshot(request).await.unwrap();
+        (response, counters.snapshot())
+    }
+
+    fn h2(method: Method, body: &'static [u8]) -> Request<http_body_util::Full<bytes::Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri("https://example.com/")
+            .version(Version::HTTP_2)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(body)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_http2_connect_stream_is_left_alone_whatever_the_answer() {
+        for status in [http::StatusCode::OK, http::StatusCode::NOT_FOUND] {
+            let (_, stats) = ignored(
+                crate::DrainBodyLayer::default(),
+                h2(Method::CONNECT, b"tunnelled bytes"),
+                status,
+            )
+            .await;
+            assert_eq!((stats.passed_through, stats.settled()), (1, 1));
+            assert_eq!(stats.bytes_drained, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_http2_body_is_drained_within_its_own_limit_and_never_marked() {
+        // The HTTP/1 limit (0) does not apply; the response does not wait.
+        let layer = crate::DrainBodyLayer::new(0).wait_for_drain(true);
+        let (response, stats) =
+            ignored(layer, h2(Method::POST, b"a=b"), http::StatusCode::OK).await;
+        assert_eq!((stats.drained_inline, stats.bytes_drained), (1, 3));
+        assert!(response.headers().get(header::CONNECTION).is_none());
+        // Above the HTTP/2 limit: refused, and still no `Connection` header.
+        let layer = crate::DrainBodyLayer::new(1024).http2_limit(2);
+        let (response, stats) =
+            ignored(layer, h2(Method::POST, b"a=b"), http::StatusCode::OK).await;
+        assert_eq!((stats.over_limit, stats.bytes_drained), (1, 0));
+        assert!(response.headers().get(header::CONNECTION).is_none());
     }
 }
