@@ -33,7 +33,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use linger::{DrainBody, DrainBodyLayer, DrainCounters, DrainStats};
+use linger::{DrainBody, DrainBodyLayer, DrainCounters, DrainStats, LingerGroup};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -361,6 +361,8 @@ struct Server {
 struct Options {
     /// Accept extended `CONNECT` (RFC 8441).
     connect_protocol: bool,
+    /// Serve over a `LingeringIo` (under TLS, if any), as the example does.
+    lingering: bool,
 }
 
 async fn serve<F, Fut>(transport: Transport, layer: DrainBodyLayer, handler: F) -> Server
@@ -396,15 +398,22 @@ where
             let (wire, watched) = watch::channel(Wire::default());
             let _ = conns_tx.send(Conn(watched));
             let (handler, layer, acceptor) = (handler.clone(), layer.clone(), acceptor.clone());
+            let group = LingerGroup::default();
             tokio::spawn(async move {
-                match transport {
-                    Transport::H2c => serve_conn(tcp, wire, layer, options, handler).await,
-                    Transport::Tls => {
-                        if let Ok(tls) = acceptor.accept(tcp).await {
-                            serve_conn(tls, wire, layer, options, handler).await;
-                        } else {
-                            wire.send_modify(|wire| wire.ended = true);
-                        }
+                match (transport, options.lingering) {
+                    (Transport::H2c, false) => {
+                        serve_conn(tcp, wire, layer, options, handler).await;
+                    }
+                    (Transport::H2c, true) => {
+                        let io = group.wrap(tcp);
+                        serve_conn(io, wire, layer, options, handler).await;
+                    }
+                    (Transport::Tls, false) => {
+                        serve_tls(&acceptor, tcp, wire, layer, options, handler).await;
+                    }
+                    (Transport::Tls, true) => {
+                        let io = group.wrap(tcp);
+                        serve_tls(&acceptor, io, wire, layer, options, handler).await;
                     }
                 }
             });
@@ -416,6 +425,23 @@ where
         connector,
         ca,
         conns: tokio::sync::Mutex::new(conns),
+    }
+}
+
+async fn serve_tls<T>(
+    acceptor: &TlsAcceptor,
+    io: T,
+    wire: watch::Sender<Wire>,
+    layer: DrainBodyLayer,
+    options: Options,
+    handler: Handler,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if let Ok(tls) = acceptor.accept(io).await {
+        serve_conn(tls, wire, layer, options, handler).await;
+    } else {
+        wire.send_modify(|wire| wire.ended = true);
     }
 }
 
@@ -1074,6 +1100,62 @@ async fn a_body_still_streamed_by_the_handler_is_left_to_it() {
     assert_eq!(wire.resets(), []);
 }
 
+/// Over a `LingeringIo` (as in `examples/hyper_auto_tls.rs`), a handler that
+/// ignores the body and says `Connection: close` on its HTTP/2 response: the
+/// connection does not close (hyper strips the header), so the body is
+/// drained as any other, not left to the `LingeringIo` (which would throw
+/// away the other streams' bytes), and the next request on the connection
+/// is answered. (hyper serves each stream from a task of its own, where the
+/// layer cannot find the connection's `LingeringIo` anyway; the layer does
+/// not even look for HTTP/2.) Plain hyper: the stream is reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_close_from_the_handler_changes_nothing_on_http2() {
+    for transport in [Transport::H2c, Transport::Tls] {
+        let (layer, counters) = counted(readme_layer());
+        let options = Options {
+            lingering: true,
+            ..Options::default()
+        };
+        let server = serve_with(transport, layer, options, |req: TestRequest| async move {
+            let mut res = ignore_or_consume(req).await;
+            res.headers_mut()
+                .insert(header::CONNECTION, "close".parse().unwrap());
+            res
+        })
+        .await;
+        let (mut send, client_conn) = server.h2_client::<Full<Bytes>>().await;
+        let mut conn = server.next_conn().await;
+
+        let req = Request::post(server.url("/ignore"))
+            .body(Full::new(Bytes::from(vec![b'l'; 250_000])))
+            .unwrap();
+        let res = step("response", send.send_request(req)).await.unwrap();
+        assert!(res.headers().get(header::CONNECTION).is_none());
+        let body = step("body", res.into_body().collect()).await.unwrap();
+        assert_eq!(body.to_bytes(), "ignored");
+        if layer_enabled() {
+            let stats = settled(&counters, 1).await;
+            assert_eq!(
+                (stats.drained + stats.drained_inline, stats.left_to_linger),
+                (1, 0),
+                "{stats:?}"
+            );
+        }
+        step("ready", send.ready()).await.unwrap();
+        let req = Request::post(server.url("/consume"))
+            .body(Full::new(Bytes::from_static(b"a=b&x=y")))
+            .unwrap();
+        let res = step("next", send.send_request(req)).await.unwrap();
+        let body = step("next body", res.into_body().collect()).await.unwrap();
+        assert_eq!(body.to_bytes(), "consumed 7");
+
+        drop(send);
+        assert!(client_conn.closed().await, "{transport:?}");
+        let wire = conn.ended().await;
+        assert_eq!(wire.resets(), [], "{transport:?}");
+    }
+}
+
 /// `CONNECT` and extended `CONNECT` (RFC 8441: `:protocol`, which h2 allows
 /// only with `CONNECT`) through the layer: hyper hands the handler an
 /// empty body, the layer lets it and the tunnel be (nothing counted), the
@@ -1084,6 +1166,7 @@ async fn connect_streams_are_left_alone() {
     let (layer, counters) = counted(readme_layer());
     let options = Options {
         connect_protocol: true,
+        ..Options::default()
     };
     let server = serve_with(
         Transport::H2c,
