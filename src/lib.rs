@@ -6,7 +6,9 @@
 //! - **A handler answers without reading the whole request body.** hyper
 //!   then drops keep-alive and closes the connection, often with a reset that
 //!   destroys the response. [`DrainBodyLayer`] reads and discards the rest,
-//!   bounded in bytes and time, so the connection stays usable.
+//!   bounded in bytes and time, so the connection stays usable. Over HTTP/2
+//!   it does the same within a limit of its own, so that the stream ends
+//!   without the reset that makes curl and httpx drop the response.
 //! - **The server closes while the client still has data in flight.** Linux
 //!   answers unread input with a reset and throws away the unsent response.
 //!   [`LingeringIo`] closes in stages (FIN, read until the client's FIN or a

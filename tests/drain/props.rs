@@ -19,11 +19,14 @@
 //! - the response is always released: at once in the default mode, within the
 //!   timeout with `wait_for_drain(true)`; a response future dropped early
 //!   (the connection died) lets go of the body at once;
-//! - the layer reads at most `limit` + one frame beyond what the handler read,
-//!   nothing at all when the declared remainder is above the limit or an
-//!   unpolled `Expect: 100-continue` body would be invited, and nothing of
-//!   HTTP/2 or of exchanges that hand the connection over (`101`, a `2xx` to
-//!   `CONNECT`);
+//! - the layer reads at most `limit` + one frame beyond what the handler read
+//!   (the case's limit is given to `http2_limit` as well), nothing at all
+//!   when the declared remainder is above the limit or an unpolled
+//!   `Expect: 100-continue` body would be invited, and nothing of exchanges
+//!   that hand the connection over (`101`, a `2xx` to `CONNECT`) or of an
+//!   HTTP/2 `CONNECT` stream, whatever the answer;
+//! - HTTP/2 responses are released at once, `wait_for_drain` or not, and
+//!   never get `Connection: close`;
 //! - the body is let go within the timeout counted from the response (the
 //!   drain never outlives it), a body held by a task when it drops it or by
 //!   that deadline;
@@ -482,7 +485,9 @@ async fn exercise(case: Arc<Case>) -> Result<(), TestCaseError> {
     let log = SharedLog::default();
     let request = build_request(&case, ScriptedBody::new(&case.script, start, probe.clone()));
     let counters = DrainCounters::new();
-    let layer = DrainBodyLayer::new(usize::try_from(case.limit).expect("limit fits usize"))
+    let limit = usize::try_from(case.limit).expect("limit fits usize");
+    let layer = DrainBodyLayer::new(limit)
+        .http2_limit(limit)
         .timeout(Duration::from_millis(case.timeout_ms))
         .wait_for_drain(case.wait_for_drain)
         .counters(counters.clone());
@@ -545,7 +550,7 @@ fn check_cancelled(
         return Err(TestCaseError::fail("the body outlived a cancelled call"));
     };
     let task = matches!(case.handling, Handling::MoveToTask { .. }) && task_held_at_cancel;
-    if tracked(case) && !task && case.version < Version::HTTP_2 {
+    if tracked(case) && !task && !http2_connect(case) {
         prop_assert_eq!(
             drains.abandoned,
             1,
@@ -580,6 +585,11 @@ fn connection_tokens(response: &Response<String>) -> Vec<String> {
         .collect()
 }
 
+/// An HTTP/2 `CONNECT` stream: left alone whatever the answer.
+fn http2_connect(case: &Case) -> bool {
+    case.connect && case.version >= Version::HTTP_2
+}
+
 /// Whether the request came with a body that had not ended: the layer
 /// counts exactly those.
 fn tracked(case: &Case) -> bool {
@@ -594,9 +604,9 @@ fn check_counters_settled(
     log: &HandlerLog,
 ) -> Result<(), TestCaseError> {
     prop_assert_eq!(drains.draining, 0, "a drain is still counted: {:?}", drains);
-    if tracked(case) && case.version >= Version::HTTP_2 {
+    if tracked(case) && http2_connect(case) {
         // Counted as the request goes in, whatever happens next.
-        prop_assert_eq!(drains.passed_through, 1, "HTTP/2 body: {:?}", drains);
+        prop_assert_eq!(drains.passed_through, 1, "HTTP/2 CONNECT: {:?}", drains);
     }
     prop_assert_eq!(
         drains.settled(),
@@ -638,17 +648,19 @@ fn check(
     // A task that dropped the body before the answer let go of it like a handler.
     let held = log.held_at_answer;
     let http1 = case.version < Version::HTTP_2;
-    // Exchanges whose connection is handed over, or not HTTP/1: the layer
-    // leaves the body alone. Other answers to `Upgrade` and `CONNECT` are
-    // ordinary responses.
-    let handed_over = answer.as_ref().is_ok_and(|_| {
-        case.status == StatusCode::SWITCHING_PROTOCOLS || (case.connect && case.status.is_success())
-    });
-    let never_drained = !http1 || handed_over;
+    // Exchanges whose connection is handed over, and HTTP/2 `CONNECT`
+    // streams: the layer leaves the body alone. Other answers to `Upgrade`
+    // and to an HTTP/1 `CONNECT` are ordinary responses.
+    let handed_over = http2_connect(case)
+        || answer.as_ref().is_ok_and(|_| {
+            case.status == StatusCode::SWITCHING_PROTOCOLS
+                || (case.connect && case.status.is_success())
+        });
+    let never_drained = handed_over;
     let plain = !never_drained;
 
     // Released, at once unless told to wait.
-    let release_bound = if case.wait_for_drain {
+    let release_bound = if case.wait_for_drain && http1 {
         timeout + TICK
     } else {
         Duration::ZERO
@@ -699,7 +711,7 @@ fn check(
 
     let Ok(response) = answer else {
         // A failed handler: hyper closes the connection itself.
-        if tracked(case) && http1 {
+        if tracked(case) && !http2_connect(case) {
             prop_assert_eq!(
                 drains.abandoned,
                 1,
@@ -743,8 +755,11 @@ fn check(
             drains
         );
     }
-    if case.wait_for_drain && !held {
+    if case.wait_for_drain && http1 && !held {
         prop_assert!(dropped_at <= released_at, "drain outlived a held response");
+    }
+    if !http1 {
+        prop_assert!(!close, "Connection: close on HTTP/2");
     }
 
     // `Connection: close` promises a connection that will not be reused.
@@ -775,10 +790,10 @@ fn check(
     let continue_unpolled = case.expect_continue && case.version == Version::HTTP_11 && !log.polled;
     let body_pending = !ended_when_let_go(case, log);
     if body_pending && (continue_unpolled || remainder_declared.is_some_and(|r| r > case.limit)) {
-        prop_assert!(close, "refused to drain without saying close");
+        prop_assert_eq!(close, http1, "refused to drain: close on HTTP/1 only");
         prop_assert_eq!(drained, 0, "read a body it refused to drain");
     }
-    if case.wait_for_drain {
+    if case.wait_for_drain && http1 {
         prop_assert_eq!(
             close,
             !probe.reached_end,
@@ -790,8 +805,9 @@ fn check(
             prop_assert!(probe.reached_end, "a drainable body was not drained");
             prop_assert!(!close, "Connection: close on a drainable body");
         } else {
-            // `new(0)` may refuse at once or take what is there: either way it must say so.
-            prop_assert_eq!(close, !probe.reached_end, "limit 0");
+            // `new(0)` may refuse at once or take what is there: either way it
+            // must say so on HTTP/1.
+            prop_assert_eq!(close, http1 && !probe.reached_end, "limit 0");
         }
     }
     Ok(())
