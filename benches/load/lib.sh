@@ -5,9 +5,9 @@
 #   path. Empty REV: this working tree. A git revision: that revision's crate,
 #   extracted with `git archive` into target/load-src/SHA, with THIS tree's
 #   benches/load harness copied in (so both sides run the same servers and
-#   client). Both share PROFILE_TARGET_DIR, so the dependencies are built
-#   once; the two `linger` crates live at different paths and get different
-#   artifacts. Extra cargo settings come from the environment (RUSTFLAGS,
+#   client), built in PROFILE_TARGET_DIR/load-base: cargo names the artifacts
+#   of a path package without its path, so the two `linger` crates must not
+#   share a target directory. Extra cargo settings come from the environment (RUSTFLAGS,
 #   CARGO_PROFILE_BENCH_DEBUG: see profile.sh).
 
 LOAD_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -67,7 +67,10 @@ build_load_bin() {
             >>"$src/Cargo.toml"
     fi
     log "building the load servers of $rev ($sha)"
-    cargo_load_bin "$src/Cargo.toml" "$target_dir"
+    # A target directory of its own: cargo names a path package's artifacts
+    # without its path, so in a shared one the two `linger` crates would take
+    # turns in one rlib, and a build of either could link the other.
+    cargo_load_bin "$src/Cargo.toml" "$target_dir/load-base"
 }
 
 # Waits until something accepts on 127.0.0.1:$1 (at most 10 s).

@@ -385,3 +385,61 @@ async fn axum_answers_clients_that_send_first_whole() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     whole_responses_for_clients_that_send_first(addr, &group).await;
 }
+
+// ---------------------------------------------------- connections that close anyway --
+
+/// A request that says `Connection: close` with a 64 KiB body the handler rejects
+/// unread: the connection closes after the response anyway, so the layer drains nothing
+/// through hyper and leaves the body to the `LingeringIo` beneath (`left_to_linger`),
+/// which discards it without copying. The 413 arrives whole, then a clean EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_connection_leaves_the_body_to_the_linger() {
+    let counters = linger::DrainCounters::new();
+    let tcp = bind().await;
+    let addr = tcp.local_addr().unwrap();
+    let listener = LingeringListener::new(tcp);
+    let group = listener.group().clone();
+    let layer = DrainBodyLayer::new(256 * 1024).counters(counters.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _peer)) = listener.accept().await else {
+                return;
+            };
+            let service = ServiceBuilder::new().layer(layer.clone()).service_fn(
+                |_request: Request<DrainBody<Incoming>>| async {
+                    let mut response = Response::new("rejected".to_owned());
+                    *response.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+                    Ok::<_, Infallible>(response)
+                },
+            );
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .await;
+            });
+        }
+    });
+    for round in 1..=5u64 {
+        let mut stream = step("connect", TcpStream::connect(addr)).await.unwrap();
+        let body = 64 * 1024;
+        let head = format!(
+            "POST /reject HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {body}\r\n\r\n"
+        );
+        let mut request = head.into_bytes();
+        request.extend(std::iter::repeat_n(b'u', body));
+        step("request", stream.write_all(&request)).await.unwrap();
+        let mut got = Vec::new();
+        step("response to EOF", stream.read_to_end(&mut got))
+            .await
+            .unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{got}");
+        assert!(got.ends_with("\r\n\r\nrejected"), "{got}");
+        drop(stream);
+        step("linger ends", group.wait_idle()).await;
+        let drains = counters.snapshot();
+        assert_eq!((drains.left_to_linger, drains.settled()), (round, round), "{drains:?}");
+        assert_eq!(drains.bytes_drained, 0, "{drains:?}");
+        assert_eq!(group.stats().peer_eof, round, "{:?}", group.stats());
+    }
+}
