@@ -106,12 +106,25 @@ mod zero_copy {
         loop {
             ready!(tcp.poll_read_ready(cx))?;
             let sock = socket2::SockRef::from(tcp);
+            let mut dropped = 0;
             let res = super::with_window(&super::TRUNC, super::TRUNC_WINDOW, limit, |window| {
                 tcp.try_io(Interest::READABLE, || {
-                    sock.recv_with_flags(window, MSG_TRUNC)
+                    let n = sock.recv_with_flags(window, MSG_TRUNC)?;
+                    dropped = n;
+                    if n > 0 && n < window.len() {
+                        // Less than asked: the queue is empty now. Saying so as
+                        // `WouldBlock` has tokio clear the readiness (unless an event
+                        // came meanwhile), which spares the `recv` that would only
+                        // find the queue empty.
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
                 })
             });
             match res {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && dropped > 0 => {
+                    return Poll::Ready(Ok(dropped))
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return Poll::Ready(other),
             }
