@@ -79,7 +79,7 @@ impl Schedule {
     /// A drain that may last `timeout` from now, on the current runtime.
     pub(crate) fn from_now(timeout: Duration) -> Self {
         Self {
-            runtime: Handle::try_current().ok().filter(|_| timers::available()),
+            runtime: timers::runtime(),
             deadline: timers::deadline_after(timeout),
         }
     }
