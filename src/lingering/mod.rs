@@ -11,7 +11,12 @@
 //! one [`LingerGroup`] (or one [`LingeringListener`]) share a cap on how many linger at
 //! once, and counters ([`LingerStats`]). Each close ends with a `debug` tracing event
 //! carrying `outcome` (`peer_eof`, `idle_timeout`, `total_timeout`, `byte_cap`, `error`,
-//! `skipped` or `aborted`), `bytes_discarded`, `elapsed_ms` and `drop_path`.
+//! `skipped`, `aborted` or `released`), `bytes_discarded`, `elapsed_ms` and `drop_path`.
+//!
+//! Under a [`DrainBodyLayer`](crate::DrainBodyLayer), a `LingeringIo` also takes over
+//! when a response ends the connection with the request body unfinished: it throws
+//! away what the client sends while the response is written (so that a client which
+//! sends its whole body before reading is not deadlocked), and after the FIN.
 //!
 //! hyper's part of a close ends with the FIN; the linger itself runs in a background task
 //! after hyper has dropped the connection and its buffers. For a graceful shutdown, wait
