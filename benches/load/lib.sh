@@ -73,6 +73,19 @@ build_load_bin() {
     cargo_load_bin "$src/Cargo.toml" "$target_dir/load-base"
 }
 
+# nginx_prepare DIR PORT: writes DIR/nginx.conf from benches/load/nginx.conf
+# (listening on 127.0.0.1:PORT) and the 8 MiB file that answers POST /big.
+# Start nginx with: nginx -p DIR -c DIR/nginx.conf. Started as root, nginx's
+# worker runs as nobody: DIR and its parent (the script's mktemp -d, mode
+# 700) are made traversable so that it can open the file.
+nginx_prepare() {
+    local dir="$1" port="$2"
+    mkdir -p "$dir/www"
+    chmod go+x "$(dirname "$dir")" "$dir" "$dir/www"
+    sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$port#g" "$LOAD_HERE/nginx.conf" >"$dir/nginx.conf"
+    [ -f "$dir/www/big" ] || head -c $((8 * 1024 * 1024)) /dev/zero | tr '\0' x >"$dir/www/big"
+}
+
 # Waits until something accepts on 127.0.0.1:$1 (at most 10 s).
 wait_port() {
     local port="$1" i

@@ -9,6 +9,8 @@
 //! load serve  <server> <addr>                  serve until killed
 //! load count  <server> <workload> <n> [warm]   in-process: server + client, allocations per request
 //! load client <workload> <addr> <n>            the same client against any server (strace -c)
+//! load sendfirst <addr> <body_bytes> <rounds> [timeout_s]
+//!                                              POST /big, the whole body sent before reading
 //! ```
 //!
 //! Servers: `plain` (hyper, no linger), `drain` (`DrainBodyLayer` only),
@@ -18,10 +20,12 @@
 //!
 //! Routes, the same on every server (and on the nginx and Go servers of the
 //! script): `GET /` answers `hello`; `POST /ignore` answers `200` without
-//! reading the body; `POST /reject` answers `413` without reading it.
+//! reading the body; `POST /reject` answers `413` without reading it; `POST
+//! /big` answers `200` with 8 MiB without reading the body (`sendfirst.sh`).
 
 mod client;
 mod count;
+mod sendfirst;
 mod server;
 
 use std::process::ExitCode;
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         ["count", server, workload, n] => count::count_main(server, workload, n, "200"),
         ["count", server, workload, n, warm_up] => count::count_main(server, workload, n, warm_up),
         ["client", workload, addr, n] => client::client_main(workload, addr, n),
+        ["sendfirst", rest @ ..] => sendfirst::sendfirst_main(rest),
         _ => {
             // `cargo bench` (with `--bench` and perhaps a filter) and a bare
             // run land here: nothing to do outside run.sh.

@@ -73,9 +73,7 @@ start() {
     case "$name" in *@*) bin="$BASE_BIN" ;; esac
     case "$mode" in
         nginx)
-            mkdir -p "$TMP/nginx"
-            sed -e "s#@DIR@#$TMP/nginx#g" -e "s#@PORT@#$PORT#g" \
-                "$LOAD_HERE/nginx.conf" >"$TMP/nginx/nginx.conf"
+            nginx_prepare "$TMP/nginx" "$PORT"
             taskset -c "$SERVER_CPU" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" &
             ;;
         go)

@@ -109,9 +109,7 @@ start_server() {
                 >"$OUT/server-$name.log" 2>&1 &
             ;;
         nginx)
-            mkdir -p "$TMP/nginx"
-            sed -e "s#@DIR@#$TMP/nginx#g" -e "s#@PORT@#$port#g" \
-                "$LOAD_HERE/nginx.conf" >"$TMP/nginx/nginx.conf"
+            nginx_prepare "$TMP/nginx" "$port"
             taskset -c "$SERVER_CPU" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
                 >"$OUT/server-nginx.log" 2>&1 &
             ;;

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -117,16 +118,32 @@ fn nodelay() -> bool {
     std::env::var_os("LOAD_NODELAY").is_some_and(|v| v == "1")
 }
 
+/// The size of the answer to `POST /big`: far more than the socket buffers
+/// hold, so that the server is still writing it while a client that sends its
+/// whole body first is still sending (issue 11, item 2).
+const BIG_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The answer to `POST /big`, made once and shared (a clone is a reference
+/// count), so that a request costs no 8 MiB allocation.
+fn big_body() -> Bytes {
+    static BIG: OnceLock<Bytes> = OnceLock::new();
+    BIG.get_or_init(|| Bytes::from(vec![b'x'; BIG_RESPONSE_BYTES]))
+        .clone()
+}
+
 /// Every handler: answers by method and path, never reads the body.
 async fn handle<B>(request: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, body): (StatusCode, &'static [u8]) = match (request.method(), request.uri().path())
-    {
-        (&Method::GET, "/") => (StatusCode::OK, b"hello\n"),
-        (&Method::POST, "/ignore") => (StatusCode::OK, b"ignored\n"),
-        (&Method::POST, "/reject") => (StatusCode::PAYLOAD_TOO_LARGE, b"rejected\n"),
-        _ => (StatusCode::NOT_FOUND, b"not found\n"),
+    let (status, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/") => (StatusCode::OK, Bytes::from_static(b"hello\n")),
+        (&Method::POST, "/ignore") => (StatusCode::OK, Bytes::from_static(b"ignored\n")),
+        (&Method::POST, "/reject") => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Bytes::from_static(b"rejected\n"),
+        ),
+        (&Method::POST, "/big") => (StatusCode::OK, big_body()),
+        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n")),
     };
-    let mut response = Response::new(Full::new(Bytes::from_static(body)));
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     Ok(response)
 }
@@ -215,6 +232,7 @@ mod axum_app {
                 "/reject",
                 post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, "rejected\n") }),
             )
+            .route("/big", post(|| async { super::big_body() }))
     }
 
     /// The README's axum quick start (`readme`), or the same router served
