@@ -31,7 +31,8 @@ pub type TestBody = UnsyncBoxBody<Bytes, hyper::Error>;
 pub type TestRequest = Request<TestBody>;
 pub type TestResponse = Response<Full<Bytes>>;
 
-type Handler =
+/// A handler of tests, boxed so that one server type serves them all.
+pub type Handler =
     Arc<dyn Fn(TestRequest) -> Pin<Box<dyn Future<Output = TestResponse> + Send>> + Send + Sync>;
 
 /// A running test server. Dropping it does not stop it; the runtime ends

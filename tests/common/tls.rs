@@ -25,33 +25,54 @@ const BODY_LEN: usize = 1024 * 1024;
 const HEAD_START: usize = 32 * 1024;
 
 async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
+    super::step_within(Duration::from_secs(10), what, fut).await
 }
 
 /// The server's configuration, and a connector that trusts its certificate.
 pub fn self_signed() -> (Arc<ServerConfig>, TlsConnector) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let SelfSigned { server, client, .. } = SelfSigned::new();
     (Arc::new(server), TlsConnector::from(Arc::new(client)))
+}
+
+/// A self-signed certificate for `localhost`, as rustls configurations still open
+/// to changes (ALPN, say), and as PEM (for `curl --cacert`).
+pub struct SelfSigned {
+    /// Serves the certificate; no client authentication.
+    pub server: ServerConfig,
+    /// Trusts the certificate, and only it.
+    pub client: ClientConfig,
+    /// The certificate.
+    pub pem: String,
+}
+
+impl SelfSigned {
+    /// A fresh certificate; each call makes another.
+    pub fn new() -> Self {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert: CertificateDer<'static> = certified.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            certified.signing_key.serialize_der(),
+        ));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Self {
+            server,
+            client,
+            pem: certified.cert.pem(),
+        }
+    }
 }
 
 /// hyper issue #3944 over TLS: a GET with `Connection: close` and a 1 MiB body that the

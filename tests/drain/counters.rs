@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use linger::{DrainBodyLayer, DrainCounters, DrainStats};
+use linger::{DrainBodyLayer, DrainStats};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -35,27 +35,6 @@ fn outcomes(stats: &DrainStats) -> Vec<(&'static str, u64)> {
     .into_iter()
     .filter(|&(_, n)| n > 0)
     .collect()
-}
-
-/// Waits until `bodies` bodies have an outcome and no drain is in flight.
-/// Drains end in their own task, a moment after the client sees their
-/// effect, so this polls the counters (bounded by `step`).
-async fn settled(counters: &DrainCounters, bodies: u64) -> DrainStats {
-    step("counters settle", async {
-        loop {
-            let stats = counters.snapshot();
-            if stats.settled() >= bodies && stats.draining == 0 {
-                return stats;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-}
-
-fn counted(layer: DrainBodyLayer) -> (DrainBodyLayer, DrainCounters) {
-    let counters = DrainCounters::new();
-    (layer.counters(counters.clone()), counters)
 }
 
 /// A `GET` (no body) is not counted; a body the handler reads is `read`;

@@ -12,29 +12,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
-use linger::{DrainBodyLayer, DrainCounters, DrainStats};
+use linger::{DrainBodyLayer, DrainCounters};
 use tokio::sync::{mpsc, Mutex};
 
 use crate::common::*;
 
 const KIB: usize = 1024;
-
-/// Waits until every body counted so far has settled and no drain is in
-/// flight, then returns the counters. Drains end in their own task, a moment
-/// after the client can see their effect, so this polls the counters (bounded
-/// by `step`) instead of sleeping a guessed time.
-async fn settled(counters: &DrainCounters, bodies: u64) -> DrainStats {
-    step("counters settle", async {
-        loop {
-            let stats = counters.snapshot();
-            if stats.settled() >= bodies && stats.draining == 0 {
-                return stats;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-}
 
 /// Answers `/ignore` without reading the body, after telling the test that it
 /// has answered (`answered`); other paths as [`ignore_or_consume`].

@@ -249,12 +249,7 @@ async fn hand_overs_with_a_body_pass_through() {
 /// Plain hyper: closes after the first response, curl reconnects — fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_reuses_connection() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("curl not found on PATH: skipping");
+    if !curl_available() {
         return;
     }
     let server = serve(DrainBodyLayer::default(), ignore_or_consume).await;
@@ -400,12 +395,7 @@ async fn connect_refused_body_is_drained() {
 /// closed, and curl connected again (`1 1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_http2_upgrade_offer_reuses_connection() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("curl not found on PATH: skipping");
+    if !curl_available() {
         return;
     }
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
