@@ -433,12 +433,19 @@ async fn a_closing_connection_leaves_the_body_to_the_linger() {
             .await
             .unwrap();
         let got = String::from_utf8_lossy(&got);
-        assert!(got.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "{got}");
+        assert!(
+            got.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+            "{got}"
+        );
         assert!(got.ends_with("\r\n\r\nrejected"), "{got}");
         drop(stream);
         step("linger ends", group.wait_idle()).await;
         let drains = counters.snapshot();
-        assert_eq!((drains.left_to_linger, drains.settled()), (round, round), "{drains:?}");
+        assert_eq!(
+            (drains.left_to_linger, drains.settled()),
+            (round, round),
+            "{drains:?}"
+        );
         assert_eq!(drains.bytes_drained, 0, "{drains:?}");
         assert_eq!(group.stats().peer_eof, round, "{:?}", group.stats());
     }
