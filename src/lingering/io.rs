@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::runtime::Handle;
@@ -156,19 +156,16 @@ pub struct LingeringIo<T> {
     /// The runtime to linger on, if it has timers; found when the IO is wrapped, so that
     /// a drop (while a panic unwinds, say) asks nothing.
     runtime: Option<Handle>,
-    /// How the drain layer of the requests read from this IO finds it.
-    registration: Option<Registration>,
+    /// What the drain layer serving this IO's requests tells it (see `crate::connection`),
+    /// once filed under the task reading the IO.
+    link: Option<Arc<Link>>,
+    /// The task last seen reading the IO, under which `link` is filed, and its waker: a
+    /// read from the same task is told by comparing wakers, which costs two compares.
+    reader: Option<(task::Id, Waker)>,
     /// Bytes thrown away while a response that ends the connection was written.
     discarded: u64,
     /// When that started; it stops after the total timeout.
     discarding_since: Option<Instant>,
-}
-
-/// A link filed under the task that reads the IO (see `crate::connection`); `None` when
-/// that task had another IO filed already.
-struct Registration {
-    link: Option<Arc<Link>>,
-    task: task::Id,
 }
 
 impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
@@ -188,7 +185,7 @@ impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
             .field("timed", &self.runtime.is_some())
             .field(
                 "discarding",
-                &self.link().is_some_and(|link| link.is_closing()),
+                &self.link.as_ref().is_some_and(|link| link.is_closing()),
             )
             .finish()
     }
@@ -261,35 +258,41 @@ impl<T> LingeringIo<T> {
     }
 
     /// Files this IO under the task reading it, so that the drain layer serving its
-    /// requests (polled by the same task) can find it.
-    fn register(&mut self) {
+    /// requests (polled by the same task) can find it. The reading task may change: a
+    /// TLS handshake on the accept loop, then the connection's task.
+    #[inline]
+    fn note_reader(&mut self, cx: &Context<'_>) {
+        let same = self
+            .reader
+            .as_ref()
+            .is_some_and(|(_, waker)| waker.will_wake(cx.waker()));
+        if !same {
+            self.register(cx);
+        }
+    }
+
+    #[cold]
+    fn register(&mut self, cx: &Context<'_>) {
         let Some(task) = task::try_id() else { return };
-        if let Some(filed) = &self.registration {
-            if filed.task == task {
+        if let Some((filed, waker)) = &mut self.reader {
+            if *filed == task {
+                // The same task, with a waker that compares differently.
+                waker.clone_from(cx.waker());
                 return;
             }
         }
-        // Read from another task now (after a TLS handshake on the accept loop, say).
         self.unregister();
         let link = Arc::new(Link::default());
-        let filed = connection::register(task, &link);
-        self.registration = Some(Registration {
-            link: filed.then_some(link),
-            task,
-        });
-    }
-
-    fn link(&self) -> Option<&Link> {
-        self.registration.as_ref()?.link.as_deref()
+        // Not filed when the task already reads another `LingeringIo`.
+        if connection::register(task, &link) {
+            self.link = Some(link);
+        }
+        self.reader = Some((task, cx.waker().clone()));
     }
 
     fn unregister(&mut self) {
-        if let Some(Registration {
-            link: Some(link),
-            task,
-        }) = self.registration.take()
-        {
-            connection::unregister(task, &link);
+        if let (Some(link), Some((task, _))) = (self.link.take(), &self.reader) {
+            connection::unregister(*task, &link);
         }
     }
 
@@ -300,14 +303,23 @@ impl<T> LingeringIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> LingeringIo<T> {
+    /// Before each write: a response is being served, and if it ends the connection, what
+    /// the client still sends is thrown away.
+    #[inline]
+    fn before_write(&mut self, cx: &mut Context<'_>) {
+        if self.link.as_ref().is_some_and(|link| link.is_closing()) {
+            self.discard_while_closing(cx);
+        }
+    }
+
     /// While a response that ends the connection is written, throws away what the client
     /// sends, so that a client that sends its whole body before it reads (Python's
     /// `requests`, Java's `HttpURLConnection`) is not left waiting on a server that waits
     /// on it. Bounded by the byte cap and the total timeout; the wakers it registers make
     /// the writer try again when more arrives.
+    #[cold]
     fn discard_while_closing(&mut self, cx: &mut Context<'_>) {
-        let closing = self.link().is_some_and(|link| link.is_closing());
-        if !closing || self.peer_eof || !matches!(self.state, State::Open) {
+        if self.peer_eof || !matches!(self.state, State::Open) {
             return;
         }
         let config = self.group.config();
@@ -408,7 +420,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for LingeringIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.register();
+        this.note_reader(cx);
         let before = buf.filled().len();
         let wanted = buf.remaining() > 0;
         let res = Pin::new(this.get_mut()).poll_read(cx, buf);
@@ -428,7 +440,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.discard_while_closing(cx);
+        this.before_write(cx);
         Pin::new(this.get_mut()).poll_write(cx, buf)
     }
 
@@ -438,7 +450,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.discard_while_closing(cx);
+        this.before_write(cx);
         Pin::new(this.get_mut()).poll_write_vectored(cx, bufs)
     }
 
@@ -448,7 +460,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.discard_while_closing(cx);
+        this.before_write(cx);
         Pin::new(this.get_mut()).poll_flush(cx)
     }
 
@@ -519,7 +531,8 @@ impl LingerGroup {
             discard: discard::best::<T>,
             on_drop: Some(spawn_close::<T>),
             runtime: timers::runtime(),
-            registration: None,
+            link: None,
+            reader: None,
             discarded: 0,
             discarding_since: None,
         }
@@ -540,7 +553,8 @@ impl LingerGroup {
             discard: discard::portable::<T>,
             on_drop: None,
             runtime: timers::runtime(),
-            registration: None,
+            link: None,
+            reader: None,
             discarded: 0,
             discarding_since: None,
         }
