@@ -61,7 +61,11 @@
 //! written, so that a client which sends its whole body before it reads
 //! (Python's `requests`, Java's `HttpURLConnection`) gets its response instead
 //! of a deadlock. The layer finds it through the connection's tokio task, which
-//! both read the request head and poll the response future.
+//! both read the request head and poll the response future. A chunked body is
+//! only known to be over the limit once the drain passes it; by default the
+//! response has started by then, unmarked, and the connection may yet be
+//! reused, so nothing is discarded beneath it: a client that sends a chunked
+//! body first needs [`wait_for_drain`](DrainBodyLayer::wait_for_drain).
 //!
 //! The bounds use tokio timers. A runtime built without timers is detected
 //! once (tokio's "timers are disabled" message reaches the panic hook that

@@ -298,23 +298,47 @@ fn runtimes_without_timers_are_asked_once_each() {
 
 const RESPONSE: usize = 8 * 1024 * 1024;
 
+/// How a client frames the body it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length`: the layer knows at once that the body is over its limit.
+    Length,
+    /// `Transfer-Encoding: chunked` (Python's `requests` with a generator, Java's
+    /// `HttpURLConnection` in chunked streaming mode): the layer learns it only while
+    /// draining, after the response has started.
+    Chunked,
+}
+
 /// What a blocking client that sends its whole body before it reads (Python's
 /// `http.client` and `requests`, Java's `HttpURLConnection` in fixed-length mode) gets:
 /// the response head and the length of its body, read to EOF.
-fn send_then_read(addr: SocketAddr, body: usize) -> io::Result<(String, usize)> {
+fn send_then_read(addr: SocketAddr, body: usize, framing: Framing) -> io::Result<(String, usize)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     // A deadlock shows as a timeout here, not as a hung test.
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let head = format!("POST /ignore HTTP/1.1\r\nHost: test\r\nContent-Length: {body}\r\n\r\n");
+    let length = match framing {
+        Framing::Length => format!("Content-Length: {body}"),
+        Framing::Chunked => "Transfer-Encoding: chunked".to_owned(),
+    };
+    let head = format!("POST /ignore HTTP/1.1\r\nHost: test\r\n{length}\r\n\r\n");
     stream.write_all(head.as_bytes())?;
     let chunk = vec![b'u'; 64 * 1024];
     let mut left = body;
     while left > 0 {
         let n = left.min(chunk.len());
+        if framing == Framing::Chunked {
+            write!(stream, "{n:x}\r\n")?;
+        }
         stream.write_all(&chunk[..n])?;
+        if framing == Framing::Chunked {
+            stream.write_all(b"\r\n")?;
+        }
         left -= n;
+    }
+    if framing == Framing::Chunked {
+        stream.write_all(b"0\r\n\r\n")?;
     }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
@@ -339,7 +363,7 @@ async fn whole_responses_for_clients_that_send_first(addr: SocketAddr, group: &L
     for (round, body) in [4 << 20, 32 << 20].into_iter().enumerate() {
         let (head, len) = step(
             "send, then read",
-            tokio::task::spawn_blocking(move || send_then_read(addr, body)),
+            tokio::task::spawn_blocking(move || send_then_read(addr, body, Framing::Length)),
         )
         .await
         .unwrap()
@@ -384,6 +408,90 @@ async fn axum_answers_clients_that_send_first_whole() {
     let group = listener.group().clone();
     tokio::spawn(async move { axum::serve(listener, app).await });
     whole_responses_for_clients_that_send_first(addr, &group).await;
+}
+
+/// The same client, sending 32 MiB chunked, to a layer built with
+/// `wait_for_drain(true)`: the size is unknown until the drain passes the limit, and
+/// the response waits for that, so it can still say `Connection: close`; the
+/// `LingeringIo` beneath then throws away what the client sends while the response is
+/// written. The response arrives whole and the connection closes cleanly after it.
+///
+/// In the default mode the response would already be on its way when the drain gives
+/// up, without `Connection: close`, and whether hyper then closes depends on what it
+/// has buffered: nothing may discard the client's bytes, and such a client waits (the
+/// README says so and points here). Before (d39598f) the waiting mode deadlocked too:
+/// the server stopped reading and blocked writing, the client blocked sending (here:
+/// the step's 5 s).
+async fn whole_responses_for_chunked_uploads_sent_first(
+    addr: SocketAddr,
+    group: &LingerGroup,
+    counters: &linger::DrainCounters,
+) {
+    let body = 32 << 20;
+    let (head, len) = step(
+        "send chunked, then read",
+        tokio::task::spawn_blocking(move || send_then_read(addr, body, Framing::Chunked)),
+    )
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{body} bytes sent first, chunked: {e}"));
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert_eq!(len, RESPONSE);
+    step("linger ends", group.wait_idle()).await;
+    let stats = group.stats();
+    assert_eq!(stats.peer_eof, 1, "{stats:?}");
+    assert!(stats.bytes_discarded > 30 << 20, "{stats:?}");
+    let drains = counters.snapshot();
+    assert_eq!((drains.over_limit, drains.settled()), (1, 1), "{drains:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_waiting_answers_chunked_uploads_sent_first_whole() {
+    let counters = linger::DrainCounters::new();
+    let listener = LingeringListener::new(bind().await);
+    let group = listener.group().clone();
+    let addr = listener.local_addr().unwrap();
+    let layer = DrainBodyLayer::new(256 * 1024)
+        .wait_for_drain(true)
+        .counters(counters.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _peer)) = listener.accept().await else {
+                return;
+            };
+            let service = ServiceBuilder::new()
+                .layer(layer.clone())
+                .service_fn(ignores_and_answers_8_mib);
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .await;
+            });
+        }
+    });
+    whole_responses_for_chunked_uploads_sent_first(addr, &group, &counters).await;
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_waiting_answers_chunked_uploads_sent_first_whole() {
+    use axum::routing::post;
+
+    let counters = linger::DrainCounters::new();
+    let app = axum::Router::new()
+        .route("/ignore", post(|| async { "r".repeat(RESPONSE) }))
+        .layer(
+            DrainBodyLayer::new(256 * 1024)
+                .wait_for_drain(true)
+                .counters(counters.clone()),
+        );
+    let tcp = bind().await;
+    let addr = tcp.local_addr().unwrap();
+    let listener = LingeringListener::new(tcp);
+    let group = listener.group().clone();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    whole_responses_for_chunked_uploads_sent_first(addr, &group, &counters).await;
 }
 
 // ---------------------------------------------------- connections that close anyway --
