@@ -52,99 +52,13 @@ mkdir -p "$OUT"
 TMP="$(mktemp -d)"
 OUT="$(cd "$OUT" && pwd)"
 
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- Build -----------------------------------------------------------------
-
-BIN="$(build_load_bin "" "${CARGO_TARGET_DIR:-$LOAD_ROOT/target}")"
-BASE_BIN=""
-if [ -n "$BASELINE_REV" ]; then
-    BASE_BIN="$(build_load_bin "$BASELINE_REV" "${CARGO_TARGET_DIR:-$LOAD_ROOT/target}")"
-    BASE_SHA="$(git -C "$LOAD_ROOT" rev-parse --short "$BASELINE_REV^{commit}")"
-fi
-
-# name -> how to start it ("kind arg"); the order of the table's rows.
-NAMES=()
-declare -A KIND ARG PORT PID
-add_server() { NAMES+=("$1"); KIND[$1]="$2"; ARG[$1]="$3"; }
-for s in $SERVERS; do
-    case "$s" in
-        nginx)
-            if command -v nginx >/dev/null; then add_server nginx nginx -
-            else log "nginx not installed: its column is skipped"; fi ;;
-        go)
-            if command -v go >/dev/null; then
-                log "building the Go server"
-                (cd "$LOAD_HERE/go" && GOFLAGS=-mod=mod go build -o "$TMP/goserver" main.go) \
-                    || die "go build failed"
-                add_server go go -
-            else log "go not installed: its column is skipped"; fi ;;
-        *) add_server "$s" rust "$BIN" ;;
-    esac
-done
-if [ -n "$BASE_BIN" ]; then
-    for s in $BASELINE_SERVERS; do add_server "$s@$BASE_SHA" rust "$BASE_BIN"; done
-fi
-
-# --- Servers ---------------------------------------------------------------
-
-start_server() {
-    local name="$1" port="$2" mode="${1%@*}"
-    case "${KIND[$name]}" in
-        rust)
-            # shellcheck disable=SC2086 # SERVER_ENV is a list of NAME=value words
-            env $SERVER_ENV taskset -c "$SERVER_CPU" "${ARG[$name]}" serve "$mode" "127.0.0.1:$port" \
-                >"$OUT/server-$name.log" 2>&1 &
-            ;;
-        nginx)
-            nginx_prepare "$TMP/nginx" "$port"
-            taskset -c "$SERVER_CPU" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
-                >"$OUT/server-nginx.log" 2>&1 &
-            ;;
-        go)
-            taskset -c "$SERVER_CPU" "$TMP/goserver" "127.0.0.1:$port" \
-                >"$OUT/server-go.log" 2>&1 &
-            ;;
-    esac
-    PID[$name]=$!
-    PIDS+=("$!")
-    wait_port "$port" || die "$name did not start on port $port (see $OUT/server-$name.log)"
-}
-
-i=0
-for name in "${NAMES[@]}"; do
-    PORT[$name]=$((PORT_BASE + i))
-    i=$((i + 1))
-    start_server "$name" "${PORT[$name]}"
-    log "started $name on 127.0.0.1:${PORT[$name]} (pid ${PID[$name]})"
-done
+start_servers
 
 # --- Machine ---------------------------------------------------------------
 
 {
-    echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "commit: $(git -C "$LOAD_ROOT" rev-parse --short HEAD)$(git -C "$LOAD_ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
-    [ -n "$BASELINE_REV" ] && echo "baseline: $BASELINE_REV = $BASE_SHA"
-    echo "nproc: $(nproc)"
-    echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
-    echo "kernel: $(uname -sr)"
+    machine_facts
     echo "wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-    command -v nginx >/dev/null && echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //')"
-    command -v go >/dev/null && echo "go: $(go version | cut -d' ' -f3)"
-    echo "rustc: $(rustc --version)"
-    [ -n "$SERVER_ENV" ] && echo "Rust servers' environment: $SERVER_ENV"
     echo "setting: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU, $ROUNDS rounds$([ "$FRESH" = 1 ] && echo ', a fresh server per run')"
     echo "load at start: $(cat /proc/loadavg)"
 } | tee "$OUT/machine.txt" >&2

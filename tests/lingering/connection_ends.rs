@@ -39,6 +39,19 @@ where
     F: Fn(Request<DrainBody<Incoming>>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<String>, Infallible>> + Send + 'static,
 {
+    readme_hyper_with(listener, DrainBodyLayer::new(256 * 1024), handle).await
+}
+
+/// The same loop with `layer` as the drain layer.
+async fn readme_hyper_with<F, Fut>(
+    listener: LingeringListener,
+    layer: DrainBodyLayer,
+    handle: F,
+) -> SocketAddr
+where
+    F: Fn(Request<DrainBody<Incoming>>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<String>, Infallible>> + Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -46,7 +59,7 @@ where
                 return;
             };
             let service = ServiceBuilder::new()
-                .layer(DrainBodyLayer::new(256 * 1024))
+                .layer(layer.clone())
                 .service_fn(handle.clone());
             tokio::spawn(async move {
                 let _ = http1::Builder::new()
@@ -361,23 +374,34 @@ fn send_then_read(addr: SocketAddr, body: usize, framing: Framing) -> io::Result
 /// timeout). nginx answers the same requests whole (BENCHMARKS.md).
 async fn whole_responses_for_clients_that_send_first(addr: SocketAddr, group: &LingerGroup) {
     for (round, body) in [4 << 20, 32 << 20].into_iter().enumerate() {
-        let (head, len) = step(
-            "send, then read",
-            tokio::task::spawn_blocking(move || send_then_read(addr, body, Framing::Length)),
-        )
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{body} bytes sent first: {e}"));
-        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
-        assert!(head.contains("\r\nconnection: close"), "{head}");
-        assert_eq!(len, RESPONSE);
-        step("linger ends", group.wait_idle()).await;
-        let stats = group.stats();
+        let stats = answered_whole_after_sending_first(addr, group, body, Framing::Length).await;
         assert_eq!(stats.peer_eof, round as u64 + 1, "{stats:?}");
     }
     // What the layer left: most of both bodies, discarded beneath it.
     let discarded = group.stats().bytes_discarded;
     assert!(discarded > 35 << 20, "{discarded} bytes discarded");
+}
+
+/// Sends `body` bytes first, framed so, and checks that the 8 MiB answer arrived whole,
+/// announced as the connection's last, before the linger ended; then `group`'s stats.
+async fn answered_whole_after_sending_first(
+    addr: SocketAddr,
+    group: &LingerGroup,
+    body: usize,
+    framing: Framing,
+) -> linger::LingerStats {
+    let (head, len) = step(
+        "send, then read",
+        tokio::task::spawn_blocking(move || send_then_read(addr, body, framing)),
+    )
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{body} bytes sent first ({framing:?}): {e}"));
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert_eq!(len, RESPONSE);
+    step("linger ends", group.wait_idle()).await;
+    group.stats()
 }
 
 async fn ignores_and_answers_8_mib(
@@ -427,19 +451,7 @@ async fn whole_responses_for_chunked_uploads_sent_first(
     group: &LingerGroup,
     counters: &linger::DrainCounters,
 ) {
-    let body = 32 << 20;
-    let (head, len) = step(
-        "send chunked, then read",
-        tokio::task::spawn_blocking(move || send_then_read(addr, body, Framing::Chunked)),
-    )
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("{body} bytes sent first, chunked: {e}"));
-    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
-    assert!(head.contains("\r\nconnection: close"), "{head}");
-    assert_eq!(len, RESPONSE);
-    step("linger ends", group.wait_idle()).await;
-    let stats = group.stats();
+    let stats = answered_whole_after_sending_first(addr, group, 32 << 20, Framing::Chunked).await;
     assert_eq!(stats.peer_eof, 1, "{stats:?}");
     assert!(stats.bytes_discarded > 30 << 20, "{stats:?}");
     let drains = counters.snapshot();
@@ -451,25 +463,10 @@ async fn hyper_waiting_answers_chunked_uploads_sent_first_whole() {
     let counters = linger::DrainCounters::new();
     let listener = LingeringListener::new(bind().await);
     let group = listener.group().clone();
-    let addr = listener.local_addr().unwrap();
     let layer = DrainBodyLayer::new(256 * 1024)
         .wait_for_drain(true)
         .counters(counters.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _peer)) = listener.accept().await else {
-                return;
-            };
-            let service = ServiceBuilder::new()
-                .layer(layer.clone())
-                .service_fn(ignores_and_answers_8_mib);
-            tokio::spawn(async move {
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                    .await;
-            });
-        }
-    });
+    let addr = readme_hyper_with(listener, layer, ignores_and_answers_8_mib).await;
     whole_responses_for_chunked_uploads_sent_first(addr, &group, &counters).await;
 }
 
