@@ -129,3 +129,40 @@ pub fn body_len(raw: &[u8]) -> usize {
     assert!(raw.starts_with(b"HTTP/1.1 200"));
     raw.len() - head_end
 }
+
+/// What the client of the scenario gets over plain TCP (no linger beneath TLS): hyper's
+/// close with the body unread resets the connection, so neither the whole response nor
+/// a close_notify arrives.
+pub fn assert_cut_short(got: io::Result<Vec<u8>>) {
+    match got {
+        Ok(raw) => assert_ne!(body_len(&raw), RESPONSE_LEN, "plain TCP delivered it all"),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+            ),
+            "{e}"
+        ),
+    }
+}
+
+/// What it gets with a `LingeringIo` of `group` beneath TLS: the whole response, then
+/// close_notify (tokio-rustls reports an EOF without close_notify as `UnexpectedEof`, so
+/// `Ok` proves it came), and the linger ends at the client's FIN, having discarded the
+/// ignored body.
+pub async fn assert_whole_then_lingered(got: io::Result<Vec<u8>>, group: &linger::LingerGroup) {
+    let raw = got.expect("clean TLS EOF");
+    assert_eq!(body_len(&raw), RESPONSE_LEN);
+    // Counted when it ends, which may be after the client saw its EOF: hyper drops the IO,
+    // and so starts the linger, only after `poll_shutdown` (`wait_idle` alone could
+    // return before).
+    step("linger ends at the client's FIN", async {
+        while group.stats().closes() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let stats = group.stats();
+    assert_eq!(stats.peer_eof, 1, "{stats:?}");
+    assert!(stats.bytes_discarded > 0, "{stats:?}");
+}

@@ -3,7 +3,9 @@
 //! "Fails on plain hyper" was checked with `LINGER_TEST_WITHOUT_LAYER=1`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::process::Output;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -243,6 +245,33 @@ async fn hand_overs_with_a_body_pass_through() {
     .await;
 }
 
+/// Runs curl with two transfers on `per_transfer` options: a 64 KiB POST to `/ignore`,
+/// then, with `--next`, a small POST to `/consume`; returns its successful output.
+async fn curl_ignore_then_consume(addr: SocketAddr, per_transfer: &[&str]) -> Output {
+    let body = std::env::temp_dir().join(format!("linger-curl-{}.bin", addr.port()));
+    std::fs::write(&body, vec![b'c'; 64 * KIB]).unwrap();
+    let base = format!("http://{addr}");
+    let out = step(
+        "curl",
+        tokio::process::Command::new("curl")
+            .args(per_transfer)
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(format!("{base}/ignore"))
+            .arg("--next")
+            .args(per_transfer)
+            .args(["--data-binary", "a=b&x=y"])
+            .arg(format!("{base}/consume"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let _ = std::fs::remove_file(&body);
+    assert!(out.status.success(), "curl failed: {out:?}");
+    out
+}
+
 /// Real client: curl sends two POSTs with `--next` (the first a 64 KiB body
 /// the handler ignores); the second transfer reuses the connection
 /// (`num_connects` 1 then 0). Skipped if curl is not on PATH.
@@ -253,35 +282,19 @@ async fn curl_reuses_connection() {
         return;
     }
     let server = serve(DrainBodyLayer::default(), ignore_or_consume).await;
-    let body = std::env::temp_dir().join(format!("linger-drain-{}.bin", server.addr.port()));
-    std::fs::write(&body, vec![b'c'; 64 * KIB]).unwrap();
-
-    let base = format!("http://{}", server.addr);
-    let out = step(
-        "curl",
-        tokio::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{num_connects}\n",
-                "-H",
-                "Expect:",
-            ])
-            .arg("--data-binary")
-            .arg(format!("@{}", body.display()))
-            .arg(format!("{base}/ignore"))
-            .args(["--next", "-s", "-o", "/dev/null", "-w", "%{num_connects}\n"])
-            .args(["--data-binary", "a=b&x=y"])
-            .arg(format!("{base}/consume"))
-            .kill_on_drop(true)
-            .output(),
+    let out = curl_ignore_then_consume(
+        server.addr,
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_connects}\n",
+            "-H",
+            "Expect:",
+        ],
     )
-    .await
-    .unwrap();
-    let _ = std::fs::remove_file(&body);
-    assert!(out.status.success(), "curl failed: {out:?}");
+    .await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n0\n");
     assert_eq!(server.served(), ["POST /ignore", "POST /consume"]);
 }
@@ -407,38 +420,20 @@ async fn curl_http2_upgrade_offer_reuses_connection() {
         }
     })
     .await;
-    let body = std::env::temp_dir().join(format!("linger-h2c-{}.bin", server.addr.port()));
-    std::fs::write(&body, vec![b'c'; 64 * KIB]).unwrap();
-
-    let base = format!("http://{}", server.addr);
-    let per_transfer = [
-        "--http2",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{num_connects} %{http_version}\n",
-        "-H",
-        "Expect:",
-    ];
-    let out = step(
-        "curl",
-        tokio::process::Command::new("curl")
-            .args(per_transfer)
-            .arg("--data-binary")
-            .arg(format!("@{}", body.display()))
-            .arg(format!("{base}/ignore"))
-            .arg("--next")
-            .args(per_transfer)
-            .args(["--data-binary", "a=b&x=y"])
-            .arg(format!("{base}/consume"))
-            .kill_on_drop(true)
-            .output(),
+    let out = curl_ignore_then_consume(
+        server.addr,
+        &[
+            "--http2",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_connects} %{http_version}\n",
+            "-H",
+            "Expect:",
+        ],
     )
-    .await
-    .unwrap();
-    let _ = std::fs::remove_file(&body);
-    assert!(out.status.success(), "curl failed: {out:?}");
+    .await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1 1.1\n0 1.1\n");
     assert_eq!(server.served(), ["POST /ignore", "POST /consume"]);
     // The scenario needs curl to have made the offer.

@@ -2,10 +2,8 @@
 //! ignores and a large response). The TLS layer sends close_notify, then calls our
 //! `poll_shutdown`, which lingers on the raw TCP bytes.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,18 +13,9 @@ use hyper_util::rt::TokioIo;
 use linger::LingerGroup;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use crate::common::tls;
-
-const STEP: Duration = Duration::from_secs(10);
-
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// An HTTPS server whose handler waits for `ready`, ignores the body and answers 4 MiB.
 async fn serve(
@@ -74,35 +63,8 @@ async fn get_with_body(group: Option<LingerGroup>) -> std::io::Result<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_large_response_survives_ignored_body() {
-    // Plain TCP under TLS: the close with the body unread resets the connection; the
-    // client gets neither the whole response nor a close_notify.
-    match get_with_body(None).await {
-        Ok(raw) => assert_ne!(
-            tls::body_len(&raw),
-            tls::RESPONSE_LEN,
-            "plain TCP delivered it all"
-        ),
-        Err(e) => assert!(
-            matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
-            ),
-            "{e}"
-        ),
-    }
-
-    // LingeringIo below TLS: the whole response, then close_notify (tokio-rustls reports
-    // an EOF without close_notify as an UnexpectedEof error, so Ok proves it came first).
+    // Plain TCP under TLS: the close with the body unread resets the connection.
+    tls::assert_cut_short(get_with_body(None).await);
     let group = LingerGroup::default();
-    let raw = get_with_body(Some(group.clone()))
-        .await
-        .expect("clean TLS EOF");
-    assert_eq!(tls::body_len(&raw), tls::RESPONSE_LEN);
-    step("linger ends at the client's EOF", async {
-        while group.stats().peer_eof != 1 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    assert!(group.stats().bytes_discarded > 0);
+    tls::assert_whole_then_lingered(get_with_body(Some(group.clone())).await, &group).await;
 }

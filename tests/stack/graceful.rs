@@ -137,6 +137,35 @@ fn body_len(raw: &[u8]) -> usize {
     raw.len() - head_end
 }
 
+/// What is left of a [`still_sending`] client once the handler was called, the server
+/// shut down gracefully (`stop`, then `server` ended), and the whole response arrived
+/// with a clean EOF: the rest of its upload, sent on `go`.
+struct Answered {
+    writer: JoinHandle<std::io::Result<()>>,
+    go: oneshot::Sender<()>,
+}
+
+async fn answered_through_graceful_shutdown(
+    addr: SocketAddr,
+    called: &Notify,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+) -> Answered {
+    let client = still_sending(addr).await;
+    step("request reaches the handler", called.notified()).await;
+    stop.send(()).unwrap();
+    step("graceful shutdown", server).await.unwrap();
+    let raw = step("read to EOF", client.reader)
+        .await
+        .unwrap()
+        .expect("clean EOF");
+    assert_eq!(body_len(&raw), RESPONSE_LEN);
+    Answered {
+        writer: client.writer,
+        go: client.go,
+    }
+}
+
 /// After `graceful.shutdown()` returns, the connection is still lingering: the client goes
 /// on sending 8 MiB of body, which the background close reads and throws away, and
 /// `wait_idle()` returns once the client's FIN ends it. The client got the whole 4 MiB
@@ -152,17 +181,8 @@ async fn wait_idle_after_graceful_shutdown_waits_for_the_lingering_close() {
     let (stop, stopped) = oneshot::channel();
     let server = tokio::spawn(run_server(listener, group.clone(), called.clone(), stopped));
 
-    let client = still_sending(addr).await;
-    step("request reaches the handler", called.notified()).await;
-    stop.send(()).unwrap();
-    step("graceful shutdown", server).await.unwrap();
-
+    let client = answered_through_graceful_shutdown(addr, &called, stop, server).await;
     // The response is out and the FIN with it; the close is not over.
-    let raw = step("read to EOF", client.reader)
-        .await
-        .unwrap()
-        .expect("clean EOF");
-    assert_eq!(body_len(&raw), RESPONSE_LEN);
     let stats = group.stats();
     assert_eq!(stats.lingering, 1, "{stats:?}");
     assert_eq!(stats.closes(), 0, "{stats:?}");
@@ -213,15 +233,7 @@ async fn runtime_exit_without_wait_idle_cuts_the_lingering_close_short() {
             .handle()
             .spawn(run_server(listener, group.clone(), called.clone(), stopped));
 
-    let client = still_sending(addr).await;
-    step("request reaches the handler", called.notified()).await;
-    stop.send(()).unwrap();
-    step("graceful shutdown", server).await.unwrap();
-    let raw = step("read to EOF", client.reader)
-        .await
-        .unwrap()
-        .expect("clean EOF");
-    assert_eq!(body_len(&raw), RESPONSE_LEN);
+    let client = answered_through_graceful_shutdown(addr, &called, stop, server).await;
     assert_eq!(group.stats().lingering, 1, "{:?}", group.stats());
 
     server_runtime.end();
