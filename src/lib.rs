@@ -31,25 +31,35 @@
 //! # }
 //! ```
 //!
-//! The [`drain`] and [`lingering`] modules explain each part in detail. The
-//! `axum` feature implements `axum::serve::Listener` for
-//! [`LingeringListener`].
+//! The [`drain`] and [`lingering`] modules are guides that explain each part in
+//! detail; every type has one path, at the crate root (`linger::DrainBodyLayer`, not
+//! `linger::drain::DrainBodyLayer`). The `axum` feature implements
+//! `axum::serve::Listener` for [`LingeringListener`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod connection;
+mod discard_signal;
 pub mod drain;
 pub mod lingering;
 mod metrics;
+mod outcome_table;
 mod timers;
 
 #[cfg(feature = "axum")]
-pub use drain::{AxumDrainBodyLayer, AxumDrainBodyService};
-pub use drain::{DrainBody, DrainBodyLayer, DrainBodyService, DrainCounters, DrainStats};
+pub use drain::axum::{AxumDrainBodyLayer, AxumDrainBodyService};
+pub use drain::body::DrainBody;
+pub use drain::counters::{DrainCounters, DrainStats};
+pub use drain::future::ResponseFuture;
+pub use drain::layer::DrainBodyLayer;
+pub use drain::service::DrainBodyService;
+pub use lingering::config::LingerConfig;
 #[cfg(feature = "axum")]
-pub use lingering::PeerAddr;
-pub use lingering::{LingerConfig, LingerGroup, LingerStats, LingeringIo, LingeringListener};
+pub use lingering::connect_info::PeerAddr;
+pub use lingering::group::LingerGroup;
+pub use lingering::io::LingeringIo;
+pub use lingering::listener::LingeringListener;
+pub use lingering::stats::LingerStats;
 pub use metrics::{Metric, MetricKind};
 
 #[cfg(all(doctest, feature = "axum"))]

@@ -6,6 +6,7 @@
 //! without `..`, so a new field does not compile until it is listed), each with a name in
 //! Prometheus style, a kind and a help text.
 
+#[cfg(test)]
 use crate::{DrainStats, LingerStats};
 
 /// One value of a [`LingerStats`] or [`DrainStats`] snapshot, named and typed for a
@@ -102,7 +103,7 @@ impl MetricKind {
 }
 
 impl Metric {
-    const fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
+    pub(crate) const fn counter(name: &'static str, help: &'static str, value: u64) -> Self {
         Self {
             name,
             label: None,
@@ -112,7 +113,7 @@ impl Metric {
         }
     }
 
-    const fn gauge(name: &'static str, help: &'static str, value: usize) -> Self {
+    pub(crate) const fn gauge(name: &'static str, help: &'static str, value: usize) -> Self {
         Self {
             name,
             label: None,
@@ -123,7 +124,7 @@ impl Metric {
     }
 
     /// A counter of the `outcome` label.
-    const fn outcome(
+    pub(crate) const fn outcome(
         name: &'static str,
         help: &'static str,
         outcome: &'static str,
@@ -137,101 +138,6 @@ impl Metric {
             value,
         }
     }
-}
-
-const CLOSES: &str = "linger_closes_total";
-const CLOSES_HELP: &str =
-    "Connections closed in stages by linger, by how the close ended (peer_eof is the good end)";
-const BODIES: &str = "linger_drain_bodies_total";
-const BODIES_HELP: &str =
-    "Request bodies seen by DrainBodyLayer, by what became of them once the response was ready";
-
-/// Every field of `stats`; see [`LingerStats::metrics`].
-pub(crate) fn linger(stats: &LingerStats) -> impl Iterator<Item = Metric> {
-    // No `..`: a new field stops this compiling until it is listed below.
-    let LingerStats {
-        peer_eof,
-        idle_timeout,
-        total_timeout,
-        byte_cap,
-        error,
-        skipped,
-        aborted,
-        released,
-        lingering,
-        background,
-        bytes_discarded,
-    } = *stats;
-    [
-        Metric::outcome(CLOSES, CLOSES_HELP, "peer_eof", peer_eof),
-        Metric::outcome(CLOSES, CLOSES_HELP, "idle_timeout", idle_timeout),
-        Metric::outcome(CLOSES, CLOSES_HELP, "total_timeout", total_timeout),
-        Metric::outcome(CLOSES, CLOSES_HELP, "byte_cap", byte_cap),
-        Metric::outcome(CLOSES, CLOSES_HELP, "error", error),
-        Metric::outcome(CLOSES, CLOSES_HELP, "skipped", skipped),
-        Metric::outcome(CLOSES, CLOSES_HELP, "aborted", aborted),
-        Metric::outcome(CLOSES, CLOSES_HELP, "released", released),
-        Metric::counter(
-            "linger_discarded_bytes_total",
-            "Bytes read from clients and thrown away by lingering closes",
-            bytes_discarded,
-        ),
-        Metric::gauge(
-            "linger_lingering_connections",
-            "Connections lingering now: closed by the server, reading until the client's FIN",
-            lingering,
-        ),
-        Metric::gauge(
-            "linger_lingering_background_connections",
-            "Of the lingering connections, those lingering in a background task",
-            background,
-        ),
-    ]
-    .into_iter()
-}
-
-/// Every field of `stats`; see [`DrainStats::metrics`].
-pub(crate) fn drain(stats: &DrainStats) -> impl Iterator<Item = Metric> {
-    // No `..`: a new field stops this compiling until it is listed below.
-    let DrainStats {
-        read,
-        drained_inline,
-        drained,
-        over_limit,
-        deadline,
-        body_error,
-        expect_continue,
-        no_timers,
-        passed_through,
-        left_to_linger,
-        abandoned,
-        draining,
-        bytes_drained,
-    } = *stats;
-    [
-        Metric::outcome(BODIES, BODIES_HELP, "read", read),
-        Metric::outcome(BODIES, BODIES_HELP, "drained_inline", drained_inline),
-        Metric::outcome(BODIES, BODIES_HELP, "drained", drained),
-        Metric::outcome(BODIES, BODIES_HELP, "over_limit", over_limit),
-        Metric::outcome(BODIES, BODIES_HELP, "deadline", deadline),
-        Metric::outcome(BODIES, BODIES_HELP, "body_error", body_error),
-        Metric::outcome(BODIES, BODIES_HELP, "expect_continue", expect_continue),
-        Metric::outcome(BODIES, BODIES_HELP, "no_timers", no_timers),
-        Metric::outcome(BODIES, BODIES_HELP, "passed_through", passed_through),
-        Metric::outcome(BODIES, BODIES_HELP, "left_to_linger", left_to_linger),
-        Metric::outcome(BODIES, BODIES_HELP, "abandoned", abandoned),
-        Metric::counter(
-            "linger_drained_bytes_total",
-            "Bytes of request bodies read and thrown away by DrainBodyLayer",
-            bytes_drained,
-        ),
-        Metric::gauge(
-            "linger_drains_in_progress",
-            "Request body drains running now, in the background or holding back a response",
-            draining,
-        ),
-    ]
-    .into_iter()
 }
 
 #[cfg(test)]
@@ -319,7 +225,7 @@ mod tests {
         check(&metrics, 11);
         let closes: u64 = metrics
             .iter()
-            .filter(|m| m.name == CLOSES)
+            .filter(|m| m.name == "linger_closes_total")
             .map(|m| m.value)
             .sum();
         assert_eq!(closes, stats.closes());
@@ -332,7 +238,7 @@ mod tests {
         check(&metrics, 13);
         let settled: u64 = metrics
             .iter()
-            .filter(|m| m.name == BODIES)
+            .filter(|m| m.name == "linger_drain_bodies_total")
             .map(|m| m.value)
             .sum();
         assert_eq!(settled, stats.settled());

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::counters::{Outcome, Tally};
 use super::drainer::{DrainEnd, Drainer};
-use crate::connection::Link;
+use crate::discard_signal::DiscardSignal;
 use crate::timers;
 
 /// The layer's settings and the request's facts that decide a drain.
@@ -101,8 +101,8 @@ pub(crate) enum Decision<B> {
 ///
 /// `cx` is the response future's context: with it, what has already arrived
 /// is taken at once, and the response may wait for the drain. `schedule` is
-/// asked only when the drain has to wait for the peer. `closing` is the link
-/// to the `LingeringIo` beneath a connection that closes after the response
+/// asked only when the drain has to wait for the peer. `io_signal` is the
+/// signal of the `LingeringIo` beneath a connection that closes after the response
 /// anyway: that IO then throws the rest away, without copying, while the
 /// response is written and after the FIN, and nothing is drained here.
 pub(crate) fn decide<B>(
@@ -110,7 +110,7 @@ pub(crate) fn decide<B>(
     rules: Rules,
     tally: Tally,
     schedule: impl FnOnce() -> Schedule,
-    closing: Option<Arc<Link>>,
+    io_signal: Option<Arc<DiscardSignal>>,
     cx: Option<&mut Context<'_>>,
 ) -> Decision<B>
 where
@@ -121,8 +121,8 @@ where
         tally.settle(Outcome::Read, 0, Duration::ZERO);
         return Decision::Settled { close: false };
     }
-    if let Some(link) = closing {
-        link.discard_while_closing();
+    if let Some(signal) = io_signal {
+        signal.raise();
         tally.settle(Outcome::LeftToLinger, 0, Duration::ZERO);
         return Decision::Settled { close: false };
     }
@@ -190,13 +190,13 @@ fn refusal(progress: Progress, rules: Rules) -> Option<Outcome> {
 /// Made where the body's type is known to be drainable, run from
 /// `DrainBody`'s `Drop`, which knows nothing about its type.
 pub(crate) struct HeldBody<B> {
-    dropped: fn(UnreadBody<B>, Rules, Schedule, Tally, Option<Arc<Link>>),
+    dropped: fn(UnreadBody<B>, Rules, Schedule, Tally, Option<Arc<DiscardSignal>>),
     rules: Rules,
     /// Fixed at the response: the deadline counts from there, and `Drop` is
     /// no place to ask whether the runtime has timers, nor which connection
     /// the body came on.
     schedule: Schedule,
-    closing: Option<Arc<Link>>,
+    io_signal: Option<Arc<DiscardSignal>>,
     tally: Tally,
 }
 
@@ -207,16 +207,16 @@ where
     pub(crate) fn new(
         rules: Rules,
         schedule: Schedule,
-        closing: Option<Arc<Link>>,
+        io_signal: Option<Arc<DiscardSignal>>,
         tally: Tally,
     ) -> Self {
         Self {
-            dropped: |unread, rules, schedule, tally, closing| {
-                decide(unread, rules, tally, || schedule, closing, None);
+            dropped: |unread, rules, schedule, tally, io_signal| {
+                decide(unread, rules, tally, || schedule, io_signal, None);
             },
             rules,
             schedule,
-            closing,
+            io_signal,
             tally,
         }
     }
@@ -226,7 +226,13 @@ impl<B> HeldBody<B> {
     /// Settles the body the service has just dropped: spawns a drain at
     /// most, and makes no timer.
     pub(crate) fn dropped(self, unread: UnreadBody<B>) {
-        (self.dropped)(unread, self.rules, self.schedule, self.tally, self.closing);
+        (self.dropped)(
+            unread,
+            self.rules,
+            self.schedule,
+            self.tally,
+            self.io_signal,
+        );
     }
 }
 

@@ -15,7 +15,7 @@ use super::close_header::{ends_connection, mark_close};
 use super::counters::{Outcome, Tally};
 use super::decision::{decide, Decision, HeldBody, Rules, Schedule};
 use super::drainer::{DrainEnd, Drainer};
-use crate::connection::{self, Link};
+use crate::discard_signal::{self, DiscardSignal};
 
 pin_project! {
     /// Response future of [`DrainBodyService`](super::DrainBodyService).
@@ -152,8 +152,8 @@ where
         }
         AtResponse::StillHeld(slot) => {
             let schedule = Schedule::from_now(rules.timeout);
-            let closing = closing_link(rules, response);
-            slot.drain_when_dropped(HeldBody::new(rules, schedule, closing, tally));
+            let io_signal = signal_if_closing(rules, response);
+            slot.drain_when_dropped(HeldBody::new(rules, schedule, io_signal, tally));
             tracing::debug!(
                 outcome = "held",
                 timeout_ms = u64::try_from(rules.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -163,8 +163,8 @@ where
         }
     };
     let schedule = || Schedule::from_now(rules.timeout);
-    let closing = closing_link(rules, response);
-    match decide(unread, rules, tally, schedule, closing, Some(cx)) {
+    let io_signal = signal_if_closing(rules, response);
+    match decide(unread, rules, tally, schedule, io_signal, Some(cx)) {
         Decision::Settled { close } => {
             if close {
                 announce_close(response, version);
@@ -180,9 +180,12 @@ where
     }
 }
 
-/// The link to the `LingeringIo` beneath, if the connection closes after
+/// The signal of the `LingeringIo` beneath, if the connection closes after
 /// `response` anyway (as the request or the response says).
-fn closing_link<ResBody>(rules: Rules, response: &Response<ResBody>) -> Option<Arc<Link>> {
+fn signal_if_closing<ResBody>(
+    rules: Rules,
+    response: &Response<ResBody>,
+) -> Option<Arc<DiscardSignal>> {
     // An HTTP/2 stream never ends its connection (hyper strips a
     // `Connection` header the handler sets), and the IO beneath must keep
     // every byte for the other streams.
@@ -190,7 +193,7 @@ fn closing_link<ResBody>(rules: Rules, response: &Response<ResBody>) -> Option<A
         return None;
     }
     let closes = rules.request_closes || ends_connection(response.version(), response.headers());
-    closes.then(connection::current).flatten()
+    closes.then(discard_signal::of_current_task).flatten()
 }
 
 /// Marks `response` as the last on its connection, and has the
@@ -198,8 +201,8 @@ fn closing_link<ResBody>(rules: Rules, response: &Response<ResBody>) -> Option<A
 /// while the response is written: the body will not be read any more.
 fn announce_close<ResBody>(response: &mut Response<ResBody>, version: Version) {
     mark_close(response, version);
-    if let Some(link) = connection::current() {
-        link.discard_while_closing();
+    if let Some(signal) = discard_signal::of_current_task() {
+        signal.raise();
     }
 }
 

@@ -163,21 +163,14 @@
 //! # }
 //! ```
 
+// Each item has one public path, at the crate root; this module is the guide above.
 #[cfg(feature = "axum")]
-mod axum;
-mod body;
+pub(crate) mod axum;
+pub(crate) mod body;
 mod close_header;
-mod counters;
+pub(crate) mod counters;
 mod decision;
 mod drainer;
-mod future;
-mod layer;
-mod service;
-
-#[cfg(feature = "axum")]
-pub use self::axum::{AxumDrainBodyLayer, AxumDrainBodyService};
-pub use body::DrainBody;
-pub use counters::{DrainCounters, DrainStats};
-pub use future::ResponseFuture;
-pub use layer::DrainBodyLayer;
-pub use service::DrainBodyService;
+pub(crate) mod future;
+pub(crate) mod layer;
+pub(crate) mod service;

@@ -1,4 +1,4 @@
-//! The staged close (RFC 9112 §9.6), shared by `poll_shutdown` and the drop path.
+//! One connection's close, from wrap to the end, as one state machine (RFC 9112 §9.6).
 
 use std::fmt;
 use std::future::Future;
@@ -7,181 +7,211 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
+use tokio::runtime::Handle;
 use tokio::time::{Instant, Sleep};
 
-use super::discard::DiscardFn;
-use super::group::Outcome;
-use super::LingerGroup;
+use super::discard::Discard;
+use super::group::{LingerGroup, LingerSlot};
+use super::stats::Outcome;
 use crate::timers;
 
 /// Reads per poll before yielding, so that a peer that keeps sending cannot monopolise a
 /// worker thread even if the IO never returns `Pending`.
-pub(crate) const READS_PER_POLL: usize = 32;
+const READS_PER_POLL: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    Flush,
-    Shutdown,
-    /// The FIN is out; whether to linger is decided when the IO is let go.
+enum Phase {
+    /// Reads and writes go through; a response that ends the connection may have the
+    /// client's input thrown away meanwhile.
+    Open,
+    /// The close has started: the rest of the response goes out.
+    Flushing,
+    /// The FIN goes out.
+    HalfClosing,
+    /// The FIN is out and `poll_shutdown` has returned, but the IO may still be in use (a
+    /// tunnel forwarding the other direction): whether to linger is decided when the IO
+    /// is let go.
     HalfClosed,
-    Discard,
+    /// Reading and throwing away until the peer's EOF or a bound, holding a slot.
+    Discarding,
+    /// Counted; nothing is left to do.
     Done,
+    /// The flush or the half-close failed (counted); `poll_shutdown` says so again.
+    Failed(io::ErrorKind),
 }
 
-/// One staged close in progress: flush, half-close (FIN), then, once the IO is let go,
+/// Why one round of discarding stopped.
+enum Stop {
+    PeerEof,
+    ByteCap,
+    Deadline,
+    Failed(io::Error),
+    /// Nothing more to read now.
+    Blocked,
+    /// The peer keeps sending: this round has read its share.
+    Yielded,
+}
+
+/// The close of one connection: flush, half-close (FIN), then, once the IO is let go,
 /// read and discard until the peer's EOF or a bound.
 ///
-/// It holds a lingering slot of its group only from the moment the IO is let go
-/// ([`let_go`](Self::let_go)) until it ends, so that an IO still in use after its FIN (a
-/// tunnel forwarding the other direction) holds none. It counts exactly one outcome: the
-/// one it ends with, `aborted` when it is dropped before, or none when `poll_shutdown`
-/// hands the rest over to the IO's drop ([`hand_over`](Self::hand_over)).
-pub(crate) struct Closing {
+/// It counts exactly one outcome in its group, the one it ends with; `aborted` when it is
+/// dropped in the middle; none while the IO is open or half-closed, whose owner decides
+/// what the end is ([`close_without_lingering`](Self::close_without_lingering),
+/// [`release`](Self::release), or a linger). It holds a lingering slot only from the
+/// moment the IO is let go ([`let_go`](Self::let_go)) until it ends, so that an IO still
+/// in use after its FIN holds none.
+pub(crate) struct Close {
     group: LingerGroup,
-    stage: Stage,
-    holds_slot: bool,
+    phase: Phase,
+    /// The peer's EOF has been read: there is nothing to wait for.
     peer_eof: bool,
-    drop_path: bool,
-    /// Whether the runtime has timers; without them nothing is bounded, so nothing lingers.
-    timed: bool,
-    started: Instant,
-    /// The total cap, counted from the start.
-    deadline_at: Instant,
-    /// While discarding, the idle timeout counts from here.
+    /// The runtime to linger on, if it has timers; found when the IO is wrapped, so that a
+    /// drop (while a panic unwinds, say) asks nothing. Without it nothing lingers.
+    runtime: Option<Handle>,
+    /// Bytes thrown away: while a response that ends the connection was written, and
+    /// after the FIN. One byte cap covers both.
+    discarded: u64,
+    /// Where the time bounds count from: the first discard while a closing response is
+    /// written, then the start of the close, then the moment a dropped IO is let go.
+    since: Option<Instant>,
+    /// While discarding after the FIN, the idle timeout counts from here.
     last_read: Instant,
     /// Wakes the close at the total cap, or sooner at the idle timeout while discarding.
     /// Made on first need rather than at the start, because a close may start in `Drop`,
     /// where creating a timer could panic.
     timer: Option<Pin<Box<Sleep>>>,
-    discarded: u64,
+    slot: Option<LingerSlot>,
+    /// Whether the linger runs in a background task after the IO's drop (traced).
+    drop_path: bool,
 }
 
-impl fmt::Debug for Closing {
+impl fmt::Debug for Close {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Closing")
-            .field("stage", &self.stage)
-            .field("lingering", &self.holds_slot)
+        f.debug_struct("Close")
+            .field("phase", &self.phase)
             .field("peer_eof", &self.peer_eof)
-            .field("drop_path", &self.drop_path)
+            .field("lingering", &self.slot.is_some())
+            .field("timed", &self.runtime.is_some())
             .field("discarded", &self.discarded)
             .finish_non_exhaustive()
     }
 }
 
-impl Closing {
-    /// Starts a close; `timed` says whether the current runtime has timers.
-    pub(crate) fn start(group: LingerGroup, peer_eof: bool, timed: bool) -> Self {
-        let started = Instant::now();
-        let deadline_at = timers::instant_after(started, group.config().total_timeout);
+impl Close {
+    /// The state of an IO just wrapped, on the current runtime if it has timers.
+    pub(crate) fn open(group: LingerGroup) -> Self {
         Self {
             group,
-            stage: Stage::Flush,
-            holds_slot: false,
-            peer_eof,
-            drop_path: false,
-            timed,
-            started,
-            deadline_at,
-            last_read: started,
-            timer: None,
+            phase: Phase::Open,
+            peer_eof: false,
+            runtime: timers::runtime(),
             discarded: 0,
+            since: None,
+            last_read: Instant::now(),
+            timer: None,
+            slot: None,
+            drop_path: false,
         }
     }
 
-    /// The rest of a close whose FIN `poll_shutdown` has already sent.
-    pub(crate) fn after_half_close(group: LingerGroup, peer_eof: bool, timed: bool) -> Self {
-        let mut closing = Self::start(group, peer_eof, timed);
-        closing.stage = Stage::HalfClosed;
-        closing
-    }
-
-    /// Counts an IO that goes away without closing (taken back by `into_inner`), with
-    /// the bytes it discarded before.
-    pub(crate) fn record_without_close(group: LingerGroup, outcome: Outcome, discarded: u64) {
-        let mut closing = Self::start(group, false, false).counting(discarded);
-        closing.drop_path = true;
-        closing.finish(outcome);
-    }
-
-    /// Counts `discarded` bytes, thrown away before the close, in its outcome and its
-    /// byte cap.
-    pub(crate) fn counting(mut self, discarded: u64) -> Self {
-        self.discarded = discarded;
-        self
-    }
-
-    /// Ends a close that will not read from the peer: the IO closes plainly.
-    pub(crate) fn end_plainly(mut self) {
-        self.drop_path = true;
-        self.finish(if self.peer_eof {
-            Outcome::PeerEof
-        } else {
-            Outcome::Skipped
-        });
+    /// What stays behind in a dropped IO once its close has been taken away: a close that
+    /// is over and asks nothing (no runtime probe, no timer).
+    pub(crate) fn taken(&self) -> Self {
+        Self {
+            group: self.group.clone(),
+            phase: Phase::Done,
+            peer_eof: self.peer_eof,
+            runtime: None,
+            discarded: 0,
+            since: None,
+            last_read: self.last_read,
+            timer: None,
+            slot: None,
+            drop_path: false,
+        }
     }
 
     pub(crate) fn group(&self) -> &LingerGroup {
         &self.group
     }
 
-    pub(crate) fn is_done(&self) -> bool {
-        self.stage == Stage::Done
+    pub(crate) fn is_open(&self) -> bool {
+        self.phase == Phase::Open
     }
 
-    /// The IO is let go: takes a lingering slot, so that the close may read from the peer
-    /// after its FIN. Returns `false`, with the close ended, when there is nothing to read
-    /// (the peer already sent EOF) or nothing to read with (no timers, or the group's cap
-    /// is reached).
-    pub(crate) fn let_go(&mut self, drop_path: bool) -> bool {
-        self.drop_path = drop_path;
-        if self.stage == Stage::Done || self.holds_slot {
-            return !self.is_done();
-        }
-        if self.peer_eof {
-            self.finish(Outcome::PeerEof);
-            return false;
-        }
-        if !self.timed || !self.group.try_acquire() {
-            self.finish(Outcome::Skipped);
-            return false;
-        }
-        self.holds_slot = true;
-        if self.stage == Stage::HalfClosed {
-            self.begin_discard();
-        }
-        true
+    /// The peer sent its EOF: a close will not wait for it.
+    pub(crate) fn peer_closed(&mut self) {
+        self.peer_eof = true;
     }
 
-    /// `poll_shutdown` is done: the FIN is out, and the linger, if any, happens when the
-    /// IO is let go. Counts nothing; the IO counts its close when it goes away.
-    pub(crate) fn hand_over(mut self) {
-        debug_assert_eq!(self.stage, Stage::HalfClosed);
-        self.stage = Stage::Done;
+    /// While a response that ends the connection is written, throws away what the client
+    /// sends, so that a client that sends its whole body before it reads is not left
+    /// waiting on a server that waits on it. Bounded by the byte cap and the total timeout
+    /// (counted from the first call); it counts no outcome, and the wakers it registers
+    /// make the writer try again when more arrives.
+    pub(crate) fn discard_while_writing<T>(
+        &mut self,
+        io: &mut T,
+        read: Discard<T>,
+        cx: &mut Context<'_>,
+    ) {
+        if self.peer_eof || self.phase != Phase::Open {
+            return;
+        }
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let deadline = timers::instant_after(since, self.group.config().total_timeout);
+        if let Stop::Yielded = self.discard(io, read, deadline, cx) {
+            // As a stalled write would not, come back for more.
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// Starts the close: what follows is bounded by the total timeout from now. Asks for
+    /// the runtime again if the IO was wrapped outside one (never from a drop).
+    pub(crate) fn start(&mut self, from_poll: bool) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        if from_poll && self.runtime.is_none() {
+            self.runtime = timers::runtime();
+        }
+        self.phase = Phase::Flushing;
+        self.since = Some(Instant::now());
+    }
+
+    /// The error of an earlier failed close, if it failed.
+    pub(crate) fn failure(&self) -> Option<io::ErrorKind> {
+        match self.phase {
+            Phase::Failed(kind) => Some(kind),
+            _ => None,
+        }
+    }
+
+    /// Whether `poll_shutdown` has nothing left to do.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        matches!(self.phase, Phase::HalfClosed | Phase::Done)
     }
 
     /// Flushes and half-closes. Errors are returned, as a plain `poll_shutdown` would, and
     /// so is reaching the total timeout first (`TimedOut`): the FIN never went out.
-    pub(crate) fn poll_half_close<T: AsyncWrite + Unpin>(
+    pub(crate) fn poll_fin<T: AsyncWrite + Unpin>(
         &mut self,
         io: &mut T,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
-            let flushing = match self.stage {
-                Stage::Flush => true,
-                Stage::Shutdown => false,
-                Stage::HalfClosed | Stage::Discard | Stage::Done => return Poll::Ready(Ok(())),
-            };
-            let res = if flushing {
-                Pin::new(&mut *io).poll_flush(cx)
-            } else {
-                Pin::new(&mut *io).poll_shutdown(cx)
+            let res = match self.phase {
+                Phase::Flushing => Pin::new(&mut *io).poll_flush(cx),
+                Phase::HalfClosing => Pin::new(&mut *io).poll_shutdown(cx),
+                _ => return Poll::Ready(Ok(())),
             };
             // Only a stage that cannot go on now can time out: even a zero total timeout
             // sends what the IO takes at once, and the FIN.
             let Poll::Ready(res) = res else {
-                if self.timed && self.poll_timer(self.deadline_at, cx).is_ready() {
+                if self.runtime.is_some() && self.poll_timer(self.deadline(), cx).is_ready() {
                     self.finish(Outcome::TotalTimeout);
+                    self.phase = Phase::Failed(io::ErrorKind::TimedOut);
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "total_timeout reached before the connection was half-closed",
@@ -190,73 +220,175 @@ impl Closing {
                 return Poll::Pending;
             };
             if let Err(e) = res {
-                tracing::debug!(error = %e, stage = ?self.stage, "staged close failed");
+                tracing::debug!(error = %e, stage = ?self.phase, "staged close failed");
                 self.finish(Outcome::Error);
+                self.phase = Phase::Failed(e.kind());
                 return Poll::Ready(Err(e));
             }
-            if flushing {
-                self.stage = Stage::Shutdown;
-            } else if self.holds_slot {
-                self.begin_discard();
-            } else {
-                self.stage = Stage::HalfClosed;
-            }
+            self.phase = match self.phase {
+                Phase::Flushing => Phase::HalfClosing,
+                _ if self.slot.is_some() => self.begin_discard(),
+                _ => Phase::HalfClosed,
+            };
         }
     }
 
-    fn begin_discard(&mut self) {
+    /// The IO is let go (dropped, or done with after an inline `poll_shutdown`): takes a
+    /// lingering slot, so that the close may read from the peer after its FIN. Returns
+    /// `false`, with the close ended, when there is nothing to read (the peer already
+    /// sent EOF) or nothing to read with (no timers, or the group's cap is reached).
+    pub(crate) fn let_go(&mut self, drop_path: bool) -> bool {
+        self.drop_path = drop_path;
+        match self.phase {
+            Phase::Done | Phase::Failed(_) => return false,
+            _ if self.slot.is_some() => return true,
+            _ => {}
+        }
+        if self.peer_eof {
+            self.finish(Outcome::PeerEof);
+            return false;
+        }
+        if self.runtime.is_none() {
+            self.finish(Outcome::Skipped);
+            return false;
+        }
+        let Some(slot) = self.group.try_slot() else {
+            self.finish(Outcome::Skipped);
+            return false;
+        };
+        self.slot = Some(slot);
+        if self.phase == Phase::HalfClosed {
+            if drop_path {
+                // A dropped IO's linger is bounded from its drop: a tunnel may have
+                // used it long after its FIN.
+                self.since = Some(Instant::now());
+            }
+            self.phase = self.begin_discard();
+        }
+        true
+    }
+
+    /// The runtime a dropped IO's linger runs on: `None` when nothing can linger, with the
+    /// close then ended.
+    pub(crate) fn background_runtime(&mut self) -> Option<Handle> {
+        if self.runtime.is_none() {
+            self.close_without_lingering();
+            return None;
+        }
+        self.let_go(true).then(|| self.runtime.clone()).flatten()
+    }
+
+    fn begin_discard(&mut self) -> Phase {
         tracing::trace!("half-closed, lingering");
-        self.stage = Stage::Discard;
         self.last_read = Instant::now();
+        Phase::Discarding
     }
 
     /// Reads and discards until the peer's EOF or a bound; errors only end the linger.
     pub(crate) fn poll_discard<T>(
         &mut self,
         io: &mut T,
-        discard: DiscardFn<T>,
+        read: Discard<T>,
         cx: &mut Context<'_>,
     ) -> Poll<()> {
-        if self.stage != Stage::Discard {
+        if self.phase != Phase::Discarding {
             return Poll::Ready(());
         }
-        let config = self.group.config();
+        let deadline = self.deadline();
+        let outcome = match self.discard(io, read, deadline, cx) {
+            Stop::PeerEof => Outcome::PeerEof,
+            Stop::ByteCap => Outcome::ByteCap,
+            Stop::Deadline => Outcome::TotalTimeout,
+            Stop::Failed(e) => {
+                tracing::debug!(error = %e, "read failed while lingering");
+                Outcome::Error
+            }
+            Stop::Yielded => {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Stop::Blocked => {
+                let idle_timeout = self.group.config().idle_timeout;
+                let idle_at = timers::instant_after(self.last_read, idle_timeout);
+                match self.poll_timer(idle_at.min(deadline), cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) if idle_at < deadline => Outcome::IdleTimeout,
+                    Poll::Ready(()) => Outcome::TotalTimeout,
+                }
+            }
+        };
+        self.finish(outcome);
+        Poll::Ready(())
+    }
+
+    /// The one read-and-discard loop, for both times the client's input is thrown away.
+    fn discard<T>(
+        &mut self,
+        io: &mut T,
+        read: Discard<T>,
+        deadline: Instant,
+        cx: &mut Context<'_>,
+    ) -> Stop {
+        let max_bytes = self.group.config().max_bytes;
         for _ in 0..READS_PER_POLL {
             let now = Instant::now();
-            if now >= self.deadline_at {
-                return self.ready(Outcome::TotalTimeout);
+            if now >= deadline {
+                return Stop::Deadline;
             }
-            let remaining = config.max_bytes.saturating_sub(self.discarded);
+            let remaining = max_bytes.saturating_sub(self.discarded);
             if remaining == 0 {
-                return self.ready(Outcome::ByteCap);
+                return Stop::ByteCap;
             }
             let limit = usize::try_from(remaining).unwrap_or(usize::MAX);
-            match discard(io, limit, cx) {
-                Poll::Ready(Ok(0)) => return self.ready(Outcome::PeerEof),
+            match read(io, limit, cx) {
+                Poll::Ready(Ok(0)) => {
+                    self.peer_eof = true;
+                    return Stop::PeerEof;
+                }
                 Poll::Ready(Ok(n)) => {
-                    self.discarded = self
-                        .discarded
-                        .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+                    let n = u64::try_from(n).unwrap_or(u64::MAX);
+                    self.discarded = self.discarded.saturating_add(n);
                     self.last_read = now;
                 }
-                Poll::Ready(Err(e)) => {
-                    tracing::debug!(error = %e, "read failed while lingering");
-                    return self.ready(Outcome::Error);
-                }
-                Poll::Pending => {
-                    let idle_at = timers::instant_after(self.last_read, config.idle_timeout);
-                    return match self.poll_timer(idle_at.min(self.deadline_at), cx) {
-                        Poll::Ready(()) if idle_at < self.deadline_at => {
-                            self.ready(Outcome::IdleTimeout)
-                        }
-                        Poll::Ready(()) => self.ready(Outcome::TotalTimeout),
-                        Poll::Pending => Poll::Pending,
-                    };
-                }
+                Poll::Ready(Err(e)) => return Stop::Failed(e),
+                Poll::Pending => return Stop::Blocked,
             }
         }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        Stop::Yielded
+    }
+
+    /// Ends a close that will not read from the peer: the IO closes plainly.
+    pub(crate) fn close_without_lingering(&mut self) {
+        if matches!(self.phase, Phase::Done | Phase::Failed(_)) {
+            return;
+        }
+        self.drop_path = true;
+        self.finish(if self.peer_eof {
+            Outcome::PeerEof
+        } else {
+            Outcome::Skipped
+        });
+    }
+
+    /// The IO is taken back (`into_inner`): counted as released if no close was under
+    /// way, as aborted if one was.
+    pub(crate) fn release(&mut self) {
+        match self.phase {
+            Phase::Open | Phase::HalfClosed => {
+                self.drop_path = true;
+                self.finish(Outcome::Released);
+            }
+            Phase::Flushing | Phase::HalfClosing | Phase::Discarding => {
+                self.finish(Outcome::Aborted);
+            }
+            Phase::Done | Phase::Failed(_) => {}
+        }
+    }
+
+    /// The total cap, counted from where the bounds count from.
+    fn deadline(&self) -> Instant {
+        let since = self.since.unwrap_or_else(Instant::now);
+        timers::instant_after(since, self.group.config().total_timeout)
     }
 
     /// Polls the close's one timer, set to fire at `at`.
@@ -273,32 +405,29 @@ impl Closing {
         timer.as_mut().poll(cx)
     }
 
-    fn ready(&mut self, outcome: Outcome) -> Poll<()> {
-        self.finish(outcome);
-        Poll::Ready(())
-    }
-
     fn finish(&mut self, outcome: Outcome) {
-        self.stage = Stage::Done;
+        self.phase = Phase::Done;
         self.group.record(outcome, self.discarded);
-        let elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = self.since.map(|since| since.elapsed()).unwrap_or_default();
         tracing::debug!(
             outcome = outcome.as_str(),
             bytes_discarded = self.discarded,
-            elapsed_ms,
+            elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             drop_path = self.drop_path,
             "linger finished"
         );
-        if std::mem::take(&mut self.holds_slot) {
-            self.group.release();
-        }
+        // After the outcome, so that a snapshot that sees the slot free sees the count.
+        self.slot = None;
         self.timer = None;
     }
 }
 
-impl Drop for Closing {
+impl Drop for Close {
     fn drop(&mut self) {
-        if self.stage != Stage::Done {
+        if matches!(
+            self.phase,
+            Phase::Flushing | Phase::HalfClosing | Phase::Discarding
+        ) {
             self.finish(Outcome::Aborted);
         }
     }

@@ -24,7 +24,7 @@ const COPY_WINDOW: usize = 16 * 1024;
 const TRUNC_WINDOW: usize = 256 * 1024;
 
 /// Reads and discards at most `limit` bytes; `Ok(0)` means EOF.
-pub(crate) type DiscardFn<T> = fn(&mut T, usize, &mut Context<'_>) -> Poll<io::Result<usize>>;
+pub(crate) type Discard<T> = fn(&mut T, usize, &mut Context<'_>) -> Poll<io::Result<usize>>;
 
 /// A window of one thread. Only its capacity is used: spare capacity is never
 /// initialised by us.

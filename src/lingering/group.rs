@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::LingerConfig;
+use super::config::LingerConfig;
+use super::stats::{LingerStats, Outcome, OutcomeCounters};
 
 /// A [`LingerConfig`] plus the state shared by every [`LingeringIo`](super::LingeringIo) made from it: the cap
 /// on connections lingering at the same time and the counters behind [`LingerStats`].
@@ -42,85 +43,10 @@ struct Shared {
     config: LingerConfig,
     lingering: AtomicUsize,
     background: AtomicUsize,
-    peer_eof: AtomicU64,
-    idle_timeout: AtomicU64,
-    total_timeout: AtomicU64,
-    byte_cap: AtomicU64,
-    error: AtomicU64,
-    skipped: AtomicU64,
-    aborted: AtomicU64,
-    released: AtomicU64,
+    outcomes: OutcomeCounters,
     bytes_discarded: AtomicU64,
     /// Woken whenever `lingering` or `background` drops to zero.
     idle: Notify,
-}
-
-/// A snapshot of the counters of a [`LingerGroup`].
-///
-/// The outcome counters (`peer_eof` to `aborted`) count closes since the group was made:
-/// every [`LingeringIo`](super::LingeringIo) of the group that is dropped (or whose `poll_shutdown` finished)
-/// adds one to exactly one of them, so they add up to [`closes`](Self::closes).
-/// `lingering` and `background` are gauges.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct LingerStats {
-    /// Closes that ended at the peer's EOF, the good outcome.
-    pub peer_eof: u64,
-    /// Closes that ended because the peer stayed silent for the idle timeout.
-    pub idle_timeout: u64,
-    /// Closes that ended at the total time cap.
-    pub total_timeout: u64,
-    /// Closes that ended at the byte cap.
-    pub byte_cap: u64,
-    /// Closes that ended on an I/O error (usually a reset by the peer).
-    pub error: u64,
-    /// Connections closed at once, without lingering, because the group's
-    /// [`max_lingering`](LingerConfig::max_lingering) was reached, or because there was no
-    /// tokio runtime with timers to linger on.
-    pub skipped: u64,
-    /// Closes cut short before they ended on their own: the runtime shut down under a
-    /// background close, [`into_inner`](super::LingeringIo::into_inner) took the IO back in the
-    /// middle of a close, or an IO without the drop path was dropped while closing.
-    pub aborted: u64,
-    /// IO taken back with [`into_inner`](super::LingeringIo::into_inner) before its close
-    /// started (or after `poll_shutdown` returned): the caller closes it.
-    pub released: u64,
-    /// Connections lingering now, on either path.
-    pub lingering: usize,
-    /// Of those, the ones lingering in a background task after being dropped (all of
-    /// them but the closes of [`wrap_local`](LingerGroup::wrap_local) IO, and those whose
-    /// IO has not been dropped yet after `poll_shutdown`).
-    pub background: usize,
-    /// Bytes read and thrown away while lingering.
-    pub bytes_discarded: u64,
-}
-
-impl LingerStats {
-    /// All closes counted so far: the sum of the outcome counters.
-    pub fn closes(&self) -> u64 {
-        [
-            self.peer_eof,
-            self.idle_timeout,
-            self.total_timeout,
-            self.byte_cap,
-            self.error,
-            self.skipped,
-            self.aborted,
-            self.released,
-        ]
-        .into_iter()
-        .fold(0, u64::saturating_add)
-    }
-
-    /// Every value of the snapshot as a [`Metric`](crate::Metric), named for Prometheus:
-    /// `linger_closes_total{outcome="..."}`, `linger_discarded_bytes_total`,
-    /// `linger_lingering_connections` and `linger_lingering_background_connections`.
-    ///
-    /// Fields added in later versions show up here too, so an exporter that loops over
-    /// this never misses one. See [`Metric`](crate::Metric) for an exporter.
-    pub fn metrics(&self) -> impl Iterator<Item = crate::Metric> {
-        crate::metrics::linger(self)
-    }
 }
 
 impl fmt::Debug for LingerGroup {
@@ -146,14 +72,7 @@ impl LingerGroup {
                 config,
                 lingering: AtomicUsize::new(0),
                 background: AtomicUsize::new(0),
-                peer_eof: AtomicU64::new(0),
-                idle_timeout: AtomicU64::new(0),
-                total_timeout: AtomicU64::new(0),
-                byte_cap: AtomicU64::new(0),
-                error: AtomicU64::new(0),
-                skipped: AtomicU64::new(0),
-                aborted: AtomicU64::new(0),
-                released: AtomicU64::new(0),
+                outcomes: OutcomeCounters::default(),
                 bytes_discarded: AtomicU64::new(0),
                 idle: Notify::new(),
             }),
@@ -174,19 +93,12 @@ impl LingerGroup {
         let s = &self.shared;
         let lingering = s.lingering.load(Ordering::Acquire);
         let background = s.background.load(Ordering::Acquire);
-        LingerStats {
-            peer_eof: s.peer_eof.load(Ordering::Relaxed),
-            idle_timeout: s.idle_timeout.load(Ordering::Relaxed),
-            total_timeout: s.total_timeout.load(Ordering::Relaxed),
-            byte_cap: s.byte_cap.load(Ordering::Relaxed),
-            error: s.error.load(Ordering::Relaxed),
-            skipped: s.skipped.load(Ordering::Relaxed),
-            aborted: s.aborted.load(Ordering::Relaxed),
-            released: s.released.load(Ordering::Relaxed),
+        LingerStats::from_counts(
+            s.outcomes.load(),
             lingering,
             background,
-            bytes_discarded: s.bytes_discarded.load(Ordering::Relaxed),
-        }
+            s.bytes_discarded.load(Ordering::Relaxed),
+        )
     }
 
     /// Resolves once no connection of the group is lingering, at once if none is.
@@ -229,21 +141,19 @@ impl LingerGroup {
             && self.shared.background.load(Ordering::Acquire) == 0
     }
 
-    /// Takes a lingering slot if the cap allows; the caller must [`release`](Self::release) it.
-    pub(crate) fn try_acquire(&self) -> bool {
+    /// Takes a lingering slot if the cap allows; the slot is given back when the returned
+    /// guard drops.
+    pub(crate) fn try_slot(&self) -> Option<LingerSlot> {
         let max = self.shared.config.max_lingering;
         self.shared
             .lingering
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .is_ok()
-    }
-
-    pub(crate) fn release(&self) {
-        if self.shared.lingering.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.idle.notify_waiters();
-        }
+            .ok()
+            .map(|_| LingerSlot {
+                group: self.clone(),
+            })
     }
 
     /// Counts a background close for as long as the returned guard lives.
@@ -254,21 +164,27 @@ impl LingerGroup {
         }
     }
 
+    /// Counts a close that ended with `outcome`, having thrown `bytes_discarded` away.
     pub(crate) fn record(&self, outcome: Outcome, bytes_discarded: u64) {
-        let s = &self.shared;
-        let counter = match outcome {
-            Outcome::PeerEof => &s.peer_eof,
-            Outcome::IdleTimeout => &s.idle_timeout,
-            Outcome::TotalTimeout => &s.total_timeout,
-            Outcome::ByteCap => &s.byte_cap,
-            Outcome::Error => &s.error,
-            Outcome::Skipped => &s.skipped,
-            Outcome::Aborted => &s.aborted,
-            Outcome::Released => &s.released,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        s.bytes_discarded
+        self.shared.outcomes.add(outcome);
+        self.shared
+            .bytes_discarded
             .fetch_add(bytes_discarded, Ordering::Relaxed);
+    }
+}
+
+/// One of a group's [`max_lingering`](LingerConfig::max_lingering) places, held while a
+/// connection lingers and given back when dropped.
+#[derive(Debug)]
+pub(crate) struct LingerSlot {
+    group: LingerGroup,
+}
+
+impl Drop for LingerSlot {
+    fn drop(&mut self) {
+        if self.group.shared.lingering.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.group.shared.idle.notify_waiters();
+        }
     }
 }
 
@@ -281,34 +197,6 @@ impl Drop for BackgroundGuard {
     fn drop(&mut self) {
         if self.group.shared.background.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.group.shared.idle.notify_waiters();
-        }
-    }
-}
-
-/// How a close ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    PeerEof,
-    IdleTimeout,
-    TotalTimeout,
-    ByteCap,
-    Error,
-    Skipped,
-    Aborted,
-    Released,
-}
-
-impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::PeerEof => "peer_eof",
-            Self::IdleTimeout => "idle_timeout",
-            Self::TotalTimeout => "total_timeout",
-            Self::ByteCap => "byte_cap",
-            Self::Error => "error",
-            Self::Skipped => "skipped",
-            Self::Aborted => "aborted",
-            Self::Released => "released",
         }
     }
 }
@@ -332,10 +220,10 @@ mod tests {
             let (group, started, stop) = (group.clone(), Arc::clone(&started), Arc::clone(&stop));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    assert!(group.try_acquire());
+                    let slot = group.try_slot().expect("below the cap");
                     started.fetch_add(1, Ordering::SeqCst);
                     group.record(Outcome::PeerEof, 0);
-                    group.release();
+                    drop(slot);
                 }
             })
         };

@@ -69,18 +69,21 @@
 //! # }
 //! ```
 
+// Each item has one public path, at the crate root; this module is the guide above.
 mod close;
-mod config;
+pub(crate) mod config;
 #[cfg(feature = "axum")]
-mod connect_info;
+pub(crate) mod connect_info;
 mod discard;
-mod group;
-mod io;
-mod listener;
+pub(crate) mod group;
+pub(crate) mod io;
+pub(crate) mod listener;
+mod mode;
+pub(crate) mod stats;
+mod wrap;
 
-pub use config::LingerConfig;
-#[cfg(feature = "axum")]
-pub use connect_info::PeerAddr;
-pub use group::{LingerGroup, LingerStats};
-pub use io::LingeringIo;
-pub use listener::LingeringListener;
+pub(crate) use config::LingerConfig;
+pub(crate) use group::LingerGroup;
+pub(crate) use io::LingeringIo;
+pub(crate) use listener::LingeringListener;
+pub(crate) use stats::LingerStats;
