@@ -2,11 +2,12 @@
 //!
 //! Both snapshots are `#[non_exhaustive]`: an exporter that names their fields one by one
 //! silently misses the fields a later version adds. [`LingerStats::metrics`] and
-//! [`DrainStats::metrics`] list every field (the functions below destructure the snapshots
-//! without `..`, so a new field does not compile until it is listed), each with a name in
+//! [`DrainStats::metrics`] list every field (the outcomes come from each half's outcome
+//! table, the other fields are listed beside it, and the tests here check that each field
+//! shows up once and that the table below says what is emitted), each with a name in
 //! Prometheus style, a kind and a help text.
 
-#[cfg(test)]
+#[cfg(any(test, doc))]
 use crate::{DrainStats, LingerStats};
 
 /// One value of a [`LingerStats`] or [`DrainStats`] snapshot, named and typed for a
@@ -20,11 +21,11 @@ use crate::{DrainStats, LingerStats};
 ///
 /// | name | kind | label | from |
 /// |---|---|---|---|
-/// | `linger_closes_total` | counter | `outcome`: `peer_eof`, `idle_timeout`, `total_timeout`, `byte_cap`, `error`, `skipped`, `aborted` | [`LingerStats`] outcome counters |
+/// | `linger_closes_total` | counter | `outcome`: `peer_eof`, `idle_timeout`, `total_timeout`, `byte_cap`, `error`, `skipped`, `aborted`, `released` | [`LingerStats`] outcome counters |
 /// | `linger_discarded_bytes_total` | counter | — | [`LingerStats::bytes_discarded`] |
 /// | `linger_lingering_connections` | gauge | — | [`LingerStats::lingering`] |
 /// | `linger_lingering_background_connections` | gauge | — | [`LingerStats::background`] |
-/// | `linger_drain_bodies_total` | counter | `outcome`: `read`, `drained_inline`, `drained`, `over_limit`, `deadline`, `body_error`, `expect_continue`, `no_timers`, `passed_through`, `abandoned` | [`DrainStats`] outcome counters |
+/// | `linger_drain_bodies_total` | counter | `outcome`: `read`, `drained_inline`, `drained`, `over_limit`, `deadline`, `body_error`, `expect_continue`, `no_timers`, `passed_through`, `left_to_linger`, `abandoned` | [`DrainStats`] outcome counters |
 /// | `linger_drained_bytes_total` | counter | — | [`DrainStats::bytes_drained`] |
 /// | `linger_drains_in_progress` | gauge | — | [`DrainStats::draining`] |
 ///
@@ -264,6 +265,52 @@ mod tests {
         };
         assert_eq!(by_label("drained_inline"), Some(stats.drained_inline));
         assert_eq!(by_label("abandoned"), Some(stats.abandoned));
+    }
+
+    /// The table in [`Metric`]'s docs names every metric, kind and label value that is
+    /// emitted, and nothing else.
+    #[test]
+    fn the_documented_table_is_what_is_emitted() {
+        let source = include_str!("metrics.rs");
+        let mut documented: Vec<(String, String, Vec<String>)> = Vec::new();
+        for row in source
+            .lines()
+            .filter_map(|l| l.strip_prefix("/// | `linger_"))
+        {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let name = format!("linger_{}", cells[0].trim_end_matches('`'));
+            let labels = cells[2]
+                .split_once(": ")
+                .map(|(_, values)| {
+                    values
+                        .split(", ")
+                        .map(|v| v.trim_matches('`').to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            documented.push((name, cells[1].to_owned(), labels));
+        }
+        let mut emitted: Vec<(String, String, Vec<String>)> = Vec::new();
+        let all = LingerStats::default()
+            .metrics()
+            .chain(DrainStats::default().metrics());
+        for metric in all {
+            match emitted.last_mut() {
+                Some((name, _, labels)) if name == metric.name => {
+                    labels.push(metric.label.unwrap().1.to_owned());
+                }
+                _ => emitted.push((
+                    metric.name.to_owned(),
+                    metric.kind.as_str().to_owned(),
+                    metric
+                        .label
+                        .map(|(_, v)| v.to_owned())
+                        .into_iter()
+                        .collect(),
+                )),
+            }
+        }
+        assert_eq!(documented, emitted);
     }
 
     #[test]

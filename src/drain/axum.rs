@@ -14,7 +14,7 @@ use super::service::{call_tracking_body, Settings};
 
 impl DrainBodyLayer {
     /// The same layer, for axum only (feature `axum`): it hands the inner
-    /// service axum's own `Body` rather than a [`DrainBody`](super::DrainBody),
+    /// service axum's own `Body` rather than a [`DrainBody`](crate::DrainBody),
     /// so that axum does not box the body again on every request.
     ///
     /// Handlers see the same thing either way (axum always gives them its
@@ -59,7 +59,7 @@ impl<S> Layer<S> for AxumDrainBodyLayer {
     }
 }
 
-/// [`DrainBodyService`](super::DrainBodyService) for axum, made by
+/// [`DrainBodyService`](crate::DrainBodyService) for axum, made by
 /// [`DrainBodyLayer::axum`]: the inner service gets axum's own [`Body`], so
 /// that a request the layer does not track (every GET) passes through as it
 /// is, instead of being boxed again by axum's `Body::new`, which only

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
-use super::decision::{HeldBody, Progress, UnreadBody};
+use super::decision::{DrainWhenDropped, Progress, UnreadBody};
 
 /// The request body as the inner service sees it.
 ///
@@ -41,7 +41,7 @@ enum State<B> {
     DroppedUnfinished(UnreadBody<B>),
     /// The response went out while the service held the body: this runs
     /// when the service drops it.
-    DrainWhenDropped(HeldBody<B>),
+    DrainWhenDropped(DrainWhenDropped<B>),
     /// Nothing more to do.
     Done,
 }
@@ -61,7 +61,7 @@ pub(crate) struct HeldSlot<'a, B>(MutexGuard<'a, State<B>>);
 
 impl<B> HeldSlot<'_, B> {
     /// Leaves `plan` to run when the service drops the body.
-    pub(crate) fn drain_when_dropped(mut self, plan: HeldBody<B>) {
+    pub(crate) fn drain_when_dropped(mut self, plan: DrainWhenDropped<B>) {
         *self.0 = State::DrainWhenDropped(plan);
     }
 }
@@ -208,14 +208,14 @@ mod tests {
 
     use super::*;
     use crate::drain::counters::DrainCounters;
-    use crate::drain::decision::{Rules, Schedule};
+    use crate::drain::decision::{DrainPolicy, DrainWindow};
 
     /// The body's drop and the response's settling race on two threads:
     /// whichever comes first, the body is settled exactly once (taken by the
     /// response, read, or run through the held-body plan, which counts it).
     #[test]
     fn drop_and_settle_race_settles_once() {
-        let rules = Rules {
+        let policy = DrainPolicy {
             limit: 1024,
             timeout: Duration::ZERO,
             wait_for_drain: false,
@@ -245,12 +245,12 @@ mod tests {
                 let settled_here = match handoff.at_response() {
                     AtResponse::StillHeld(slot) => {
                         // No runtime: an unfinished held body counts as `no_timers`.
-                        let schedule = Schedule::from_now(Duration::ZERO);
-                        slot.drain_when_dropped(HeldBody::new(
-                            rules,
-                            schedule,
+                        let window = DrainWindow::from_now(Duration::ZERO);
+                        slot.drain_when_dropped(DrainWhenDropped::new(
+                            policy,
+                            window,
                             None,
-                            counters.tally(),
+                            counters.pending_outcome(),
                         ));
                         0
                     }

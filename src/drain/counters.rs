@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::metrics::Metric;
 use crate::outcome_table::outcome_table;
 
-/// Counters of what [`DrainBodyLayer`](super::DrainBodyLayer) did with request
+/// Counters of what [`DrainBodyLayer`](crate::DrainBodyLayer) did with request
 /// bodies, shared by every layer, service and connection it is given to.
 ///
 /// Opt-in: a layer without counters counts nothing and costs nothing. Cloning
@@ -90,7 +90,7 @@ outcome_table! {
             Drained => drained,
             /// Not drained, or drain stopped, because the body holds more than the
             /// limit (including every unfinished body with a limit of 0); over
-            /// HTTP/2, the [HTTP/2 limit](super::DrainBodyLayer::http2_limit).
+            /// HTTP/2, the [HTTP/2 limit](crate::DrainBodyLayer::http2_limit).
             OverLimit => over_limit,
             /// The drain ran out of time.
             Deadline => deadline,
@@ -192,10 +192,10 @@ impl DrainCounters {
     }
 
     /// A body that will land in one outcome counter, sooner or later.
-    pub(crate) fn tally(&self) -> Tally {
-        // Every field spelled out: `..Tally::uncounted()` would drop a
-        // temporary `Tally`, whose `Drop` traces a spurious "abandoned".
-        Tally {
+    pub(crate) fn pending_outcome(&self) -> PendingOutcome {
+        // Every field spelled out: `..PendingOutcome::uncounted()` would drop a
+        // temporary `PendingOutcome`, whose `Drop` traces a spurious "abandoned".
+        PendingOutcome {
             counts: Some(Arc::clone(&self.counts)),
             draining: false,
             settled: false,
@@ -217,14 +217,14 @@ impl fmt::Debug for DrainCounters {
 /// It travels with the body (into a waiting response, a background drain or
 /// a held body's plan); dropped unsettled, it counts as
 /// [`abandoned`](DrainStats::abandoned). Without counters it only traces.
-pub(crate) struct Tally {
+pub(crate) struct PendingOutcome {
     counts: Option<Arc<Counts>>,
     /// Counted in the `draining` gauge until settled or dropped.
     draining: bool,
     settled: bool,
 }
 
-impl Tally {
+impl PendingOutcome {
     /// A body that is traced but not counted.
     pub(crate) const fn uncounted() -> Self {
         Self {
@@ -244,7 +244,7 @@ impl Tally {
 
     /// Settles the body: `outcome`, with the bytes its drain threw away and
     /// the time that took.
-    pub(crate) fn settle(mut self, outcome: Outcome, bytes_drained: u64, elapsed: Duration) {
+    pub(crate) fn record(mut self, outcome: Outcome, bytes_drained: u64, elapsed: Duration) {
         self.count(outcome, bytes_drained, elapsed);
     }
 
@@ -275,7 +275,7 @@ impl Tally {
     }
 }
 
-impl Drop for Tally {
+impl Drop for PendingOutcome {
     fn drop(&mut self) {
         self.count(Outcome::Abandoned, 0, Duration::ZERO);
     }

@@ -20,14 +20,14 @@ use http_body::Body;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use super::counters::{Outcome, Tally};
+use super::counters::{Outcome, PendingOutcome};
 use super::drainer::{DrainEnd, Drainer};
 use crate::discard_signal::DiscardSignal;
 use crate::timers;
 
 /// The layer's settings and the request's facts that decide a drain.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Rules {
+pub(crate) struct DrainPolicy {
     pub(crate) limit: u64,
     pub(crate) timeout: Duration,
     pub(crate) wait_for_drain: bool,
@@ -41,7 +41,7 @@ pub(crate) struct Rules {
     pub(crate) multiplexed: bool,
 }
 
-impl Rules {
+impl DrainPolicy {
     /// Whether giving up on the body closes the connection after the
     /// response, which the response must then announce.
     fn gives_up_by_closing(self) -> bool {
@@ -68,14 +68,14 @@ pub(crate) struct UnreadBody<B> {
 
 /// Where and until when a drain that has to wait for the peer may run.
 #[derive(Debug)]
-pub(crate) struct Schedule {
+pub(crate) struct DrainWindow {
     /// `None` without a tokio runtime that has timers: a drain could not be
     /// bounded in time, so none starts.
     runtime: Option<Handle>,
     deadline: Instant,
 }
 
-impl Schedule {
+impl DrainWindow {
     /// A drain that may last `timeout` from now, on the current runtime.
     pub(crate) fn from_now(timeout: Duration) -> Self {
         Self {
@@ -100,16 +100,16 @@ pub(crate) enum Decision<B> {
 /// Settles `unread`, or starts draining it.
 ///
 /// `cx` is the response future's context: with it, what has already arrived
-/// is taken at once, and the response may wait for the drain. `schedule` is
+/// is taken at once, and the response may wait for the drain. `window` is
 /// asked only when the drain has to wait for the peer. `io_signal` is the
 /// signal of the `LingeringIo` beneath a connection that closes after the response
 /// anyway: that IO then throws the rest away, without copying, while the
 /// response is written and after the FIN, and nothing is drained here.
 pub(crate) fn decide<B>(
     unread: UnreadBody<B>,
-    rules: Rules,
-    tally: Tally,
-    schedule: impl FnOnce() -> Schedule,
+    policy: DrainPolicy,
+    pending_outcome: PendingOutcome,
+    window: impl FnOnce() -> DrainWindow,
     io_signal: Option<Arc<DiscardSignal>>,
     cx: Option<&mut Context<'_>>,
 ) -> Decision<B>
@@ -118,42 +118,42 @@ where
 {
     let UnreadBody { body, progress } = unread;
     if progress.ended || body.is_end_stream() {
-        tally.settle(Outcome::Read, 0, Duration::ZERO);
+        pending_outcome.record(Outcome::Read, 0, Duration::ZERO);
         return Decision::Settled { close: false };
     }
     if let Some(signal) = io_signal {
         signal.raise();
-        tally.settle(Outcome::LeftToLinger, 0, Duration::ZERO);
+        pending_outcome.record(Outcome::LeftToLinger, 0, Duration::ZERO);
         return Decision::Settled { close: false };
     }
-    if let Some(outcome) = refusal(progress, rules) {
-        tally.settle(outcome, 0, Duration::ZERO);
+    if let Some(outcome) = refusal(progress, policy) {
+        pending_outcome.record(outcome, 0, Duration::ZERO);
         return Decision::Settled {
-            close: rules.gives_up_by_closing(),
+            close: policy.gives_up_by_closing(),
         };
     }
     // Takes what has already arrived. A declared remainder above the limit
     // ends this at once, before anything is read.
-    let mut drainer = Drainer::new(body, rules.limit, tally);
+    let mut drainer = Drainer::new(body, policy.limit, pending_outcome);
     let responding = cx.is_some();
     if let Some(cx) = cx {
         if let Poll::Ready(end) = drainer.poll_drain(cx) {
             drainer.finish(end, true);
             return Decision::Settled {
-                close: end != DrainEnd::Complete && rules.gives_up_by_closing(),
+                close: end != DrainEnd::Complete && policy.gives_up_by_closing(),
             };
         }
     }
-    let Schedule { runtime, deadline } = schedule();
+    let DrainWindow { runtime, deadline } = window();
     let Some(runtime) = runtime else {
         drainer.give_up(Outcome::NoTimers);
         return Decision::Settled {
-            close: rules.gives_up_by_closing(),
+            close: policy.gives_up_by_closing(),
         };
     };
     // Waiting is for a connection that may have to close; a stream's
     // response goes at once.
-    if responding && rules.wait_for_drain && rules.gives_up_by_closing() {
+    if responding && policy.wait_for_drain && policy.gives_up_by_closing() {
         drainer.start_draining();
         return Decision::Wait(drainer, deadline);
     }
@@ -161,7 +161,7 @@ where
         outcome = "draining",
         bytes_read = progress.bytes_read,
         bytes_drained = drainer.drained(),
-        timeout_ms = u64::try_from(rules.timeout.as_millis()).unwrap_or(u64::MAX),
+        timeout_ms = u64::try_from(policy.timeout.as_millis()).unwrap_or(u64::MAX),
         "draining the rest of the request body in the background"
     );
     drainer.spawn(&runtime, deadline);
@@ -169,14 +169,14 @@ where
 }
 
 /// Why a body left unfinished is not read at all, if it is not.
-fn refusal(progress: Progress, rules: Rules) -> Option<Outcome> {
+fn refusal(progress: Progress, policy: DrainPolicy) -> Option<Outcome> {
     if progress.failed {
         Some(Outcome::BodyError)
-    } else if rules.expects_continue && !progress.polled {
+    } else if policy.expects_continue && !progress.polled {
         // Polling would make hyper send `100 Continue` and invite an upload
         // that would only be thrown away.
         Some(Outcome::ExpectContinue)
-    } else if rules.limit == 0 {
+    } else if policy.limit == 0 {
         // Nothing is ever drained, not even what has already arrived.
         Some(Outcome::OverLimit)
     } else {
@@ -189,48 +189,49 @@ fn refusal(progress: Progress, rules: Rules) -> Option<Outcome> {
 ///
 /// Made where the body's type is known to be drainable, run from
 /// `DrainBody`'s `Drop`, which knows nothing about its type.
-pub(crate) struct HeldBody<B> {
-    dropped: fn(UnreadBody<B>, Rules, Schedule, Tally, Option<Arc<DiscardSignal>>),
-    rules: Rules,
+pub(crate) struct DrainWhenDropped<B> {
+    dropped:
+        fn(UnreadBody<B>, DrainPolicy, DrainWindow, PendingOutcome, Option<Arc<DiscardSignal>>),
+    policy: DrainPolicy,
     /// Fixed at the response: the deadline counts from there, and `Drop` is
     /// no place to ask whether the runtime has timers, nor which connection
     /// the body came on.
-    schedule: Schedule,
+    window: DrainWindow,
     io_signal: Option<Arc<DiscardSignal>>,
-    tally: Tally,
+    pending_outcome: PendingOutcome,
 }
 
-impl<B> HeldBody<B>
+impl<B> DrainWhenDropped<B>
 where
     B: Body + Unpin + Send + 'static,
 {
     pub(crate) fn new(
-        rules: Rules,
-        schedule: Schedule,
+        policy: DrainPolicy,
+        window: DrainWindow,
         io_signal: Option<Arc<DiscardSignal>>,
-        tally: Tally,
+        pending_outcome: PendingOutcome,
     ) -> Self {
         Self {
-            dropped: |unread, rules, schedule, tally, io_signal| {
-                decide(unread, rules, tally, || schedule, io_signal, None);
+            dropped: |unread, policy, window, pending_outcome, io_signal| {
+                decide(unread, policy, pending_outcome, || window, io_signal, None);
             },
-            rules,
-            schedule,
+            policy,
+            window,
             io_signal,
-            tally,
+            pending_outcome,
         }
     }
 }
 
-impl<B> HeldBody<B> {
+impl<B> DrainWhenDropped<B> {
     /// Settles the body the service has just dropped: spawns a drain at
     /// most, and makes no timer.
     pub(crate) fn dropped(self, unread: UnreadBody<B>) {
         (self.dropped)(
             unread,
-            self.rules,
-            self.schedule,
-            self.tally,
+            self.policy,
+            self.window,
+            self.pending_outcome,
             self.io_signal,
         );
     }
@@ -249,7 +250,7 @@ mod tests {
     use super::*;
     use crate::drain::counters::{DrainCounters, DrainStats};
 
-    const RULES: Rules = Rules {
+    const RULES: DrainPolicy = DrainPolicy {
         limit: 1024,
         timeout: Duration::from_secs(5),
         wait_for_drain: false,
@@ -276,23 +277,23 @@ mod tests {
 
     #[test]
     fn an_unpolled_expect_continue_body_is_not_invited() {
-        let rules = Rules {
+        let policy = DrainPolicy {
             expects_continue: true,
             ..RULES
         };
         assert_eq!(
-            refusal(progress(false, false), rules),
+            refusal(progress(false, false), policy),
             Some(Outcome::ExpectContinue)
         );
         // Once polled, hyper has sent `100 Continue`: the body is coming anyway.
-        assert_eq!(refusal(progress(true, false), rules), None);
+        assert_eq!(refusal(progress(true, false), policy), None);
     }
 
     #[test]
     fn a_zero_limit_refuses_everything() {
-        let rules = Rules { limit: 0, ..RULES };
+        let policy = DrainPolicy { limit: 0, ..RULES };
         assert_eq!(
-            refusal(progress(true, false), rules),
+            refusal(progress(true, false), policy),
             Some(Outcome::OverLimit)
         );
         assert_eq!(refusal(progress(true, false), RULES), None);
@@ -326,7 +327,7 @@ mod tests {
 
     /// Decides on `body` as the response is ready, and returns whether the
     /// response is marked and what was counted.
-    fn decide_now<B>(body: B, rules: Rules) -> (Option<bool>, DrainStats)
+    fn decide_now<B>(body: B, policy: DrainPolicy) -> (Option<bool>, DrainStats)
     where
         B: Body + Unpin + Send + 'static,
     {
@@ -334,9 +335,9 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         let close = match decide(
             unread(body),
-            rules,
-            counters.tally(),
-            || Schedule::from_now(rules.timeout),
+            policy,
+            counters.pending_outcome(),
+            || DrainWindow::from_now(policy.timeout),
             None,
             Some(&mut cx),
         ) {
@@ -349,29 +350,29 @@ mod tests {
     #[test]
     fn giving_up_closes_a_connection_but_not_a_stream() {
         let http1 = RULES;
-        let http2 = Rules {
+        let http2 = DrainPolicy {
             multiplexed: true,
             ..RULES
         };
         let over = || Full::new(Bytes::from(vec![0; 2048]));
         // Declared above the limit: refused.
-        for (rules, close) in [(http1, true), (http2, false)] {
-            let (marked, stats) = decide_now(over(), rules);
+        for (policy, close) in [(http1, true), (http2, false)] {
+            let (marked, stats) = decide_now(over(), policy);
             assert_eq!(marked, Some(close));
             assert_eq!(stats.over_limit, 1);
         }
         // A limit of 0, and no timers (no runtime here) for a body that stalls.
-        for (rules, close) in [(http1, true), (http2, false)] {
-            let (marked, stats) = decide_now(over(), Rules { limit: 0, ..rules });
+        for (policy, close) in [(http1, true), (http2, false)] {
+            let (marked, stats) = decide_now(over(), DrainPolicy { limit: 0, ..policy });
             assert_eq!(marked, Some(close));
             assert_eq!(stats.over_limit, 1);
-            let (marked, stats) = decide_now(Stalled, rules);
+            let (marked, stats) = decide_now(Stalled, policy);
             assert_eq!(marked, Some(close));
             assert_eq!(stats.no_timers, 1);
         }
         // Within the limit, taken at once: nothing to mark either way.
-        for rules in [http1, http2] {
-            let (marked, stats) = decide_now(Full::new(Bytes::from_static(b"abc")), rules);
+        for policy in [http1, http2] {
+            let (marked, stats) = decide_now(Full::new(Bytes::from_static(b"abc")), policy);
             assert_eq!(marked, Some(false));
             assert_eq!((stats.drained_inline, stats.bytes_drained), (1, 3));
         }
@@ -379,14 +380,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_response_never_waits_for_its_drain() {
-        let waiting = Rules {
+        let waiting = DrainPolicy {
             wait_for_drain: true,
             ..RULES
         };
-        for (rules, waits) in [
+        for (policy, waits) in [
             (waiting, true),
             (
-                Rules {
+                DrainPolicy {
                     multiplexed: true,
                     ..waiting
                 },
@@ -397,9 +398,9 @@ mod tests {
             let mut cx = Context::from_waker(Waker::noop());
             let decision = decide(
                 unread(Stalled),
-                rules,
-                counters.tally(),
-                || Schedule::from_now(rules.timeout),
+                policy,
+                counters.pending_outcome(),
+                || DrainWindow::from_now(policy.timeout),
                 None,
                 Some(&mut cx),
             );

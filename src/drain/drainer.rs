@@ -11,10 +11,10 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::counters::{Outcome, Tally};
+use super::counters::{Outcome, PendingOutcome};
 
 /// Reads and discards a body, within a byte limit, and settles its
-/// [`Tally`] with how that ended.
+/// [`PendingOutcome`] with how that ended.
 ///
 /// A drainer dropped before [`finish`](Self::finish) (its task or its response
 /// future dropped) counts as `abandoned`, with the bytes it had drained.
@@ -24,7 +24,7 @@ pub(crate) struct Drainer<B> {
     drained: u64,
     started: Instant,
     /// Taken when the drain is settled.
-    tally: Option<Tally>,
+    pending_outcome: Option<PendingOutcome>,
 }
 
 /// How a drain ended.
@@ -58,13 +58,13 @@ impl<B> Drainer<B>
 where
     B: Body + Unpin,
 {
-    pub(crate) fn new(body: B, limit: u64, tally: Tally) -> Self {
+    pub(crate) fn new(body: B, limit: u64, pending_outcome: PendingOutcome) -> Self {
         Self {
             body,
             limit,
             drained: 0,
             started: Instant::now(),
-            tally: Some(tally),
+            pending_outcome: Some(pending_outcome),
         }
     }
 
@@ -72,18 +72,18 @@ where
     /// after waiting for the peer. The body goes with the drainer; dropping it
     /// unfinished tells hyper to close after the response.
     pub(crate) fn finish(mut self, end: DrainEnd, inline: bool) {
-        self.settle(end.outcome(inline));
+        self.record(end.outcome(inline));
     }
 
     /// Ends the drain before it started waiting for the peer, as `outcome`.
     pub(crate) fn give_up(mut self, outcome: Outcome) {
-        self.settle(outcome);
+        self.record(outcome);
     }
 
     /// Counts this drain in the `draining` gauge until it ends.
     pub(crate) fn start_draining(&mut self) {
-        if let Some(tally) = &mut self.tally {
-            tally.start_draining();
+        if let Some(pending_outcome) = &mut self.pending_outcome {
+            pending_outcome.start_draining();
         }
     }
 
@@ -147,16 +147,16 @@ impl<B> Drainer<B> {
         self.drained
     }
 
-    fn settle(&mut self, outcome: Outcome) {
-        if let Some(tally) = self.tally.take() {
-            tally.settle(outcome, self.drained, self.started.elapsed());
+    fn record(&mut self, outcome: Outcome) {
+        if let Some(pending_outcome) = self.pending_outcome.take() {
+            pending_outcome.record(outcome, self.drained, self.started.elapsed());
         }
     }
 }
 
 impl<B> Drop for Drainer<B> {
     fn drop(&mut self) {
-        // A no-op once `finish` has settled the tally.
-        self.settle(Outcome::Abandoned);
+        // A no-op once `finish` has settled the pending_outcome.
+        self.record(Outcome::Abandoned);
     }
 }

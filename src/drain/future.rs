@@ -12,13 +12,13 @@ use tokio::time::Sleep;
 
 use super::body::{AtResponse, Handoff};
 use super::close_header::{ends_connection, mark_close};
-use super::counters::{Outcome, Tally};
-use super::decision::{decide, Decision, HeldBody, Rules, Schedule};
+use super::counters::{Outcome, PendingOutcome};
+use super::decision::{decide, Decision, DrainPolicy, DrainWhenDropped, DrainWindow};
 use super::drainer::{DrainEnd, Drainer};
 use crate::discard_signal::{self, DiscardSignal};
 
 pin_project! {
-    /// Response future of [`DrainBodyService`](super::DrainBodyService).
+    /// Response future of [`DrainBodyService`](crate::DrainBodyService).
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<F, B>
     where
@@ -36,12 +36,12 @@ pin_project! {
 /// the body once the response exists.
 pub(crate) struct TrackedBody<B> {
     pub(crate) handoff: Arc<Handoff<B>>,
-    pub(crate) rules: Rules,
+    pub(crate) policy: DrainPolicy,
     /// An HTTP/1 `CONNECT` request: a `2xx` answer turns the connection into
     /// a tunnel. (An HTTP/2 `CONNECT` stream is never tracked.)
     pub(crate) connect: bool,
     pub(crate) version: Version,
-    pub(crate) tally: Tally,
+    pub(crate) pending_outcome: PendingOutcome,
 }
 
 /// A drain the response waits for (`wait_for_drain(true)`).
@@ -94,7 +94,7 @@ where
             let (Some(tracked), Ok(response)) = (this.tracked.take(), &mut output) else {
                 return Poll::Ready(output);
             };
-            match settle(tracked, response, cx) {
+            match decide_at_response(tracked, response, cx) {
                 // Polled right away so that the deadline's timer is registered.
                 Some(waiting) => *this.waiting = Some((waiting, output)),
                 None => return Poll::Ready(output),
@@ -121,7 +121,7 @@ where
 ///
 /// Returns a drain to wait for only in `wait_for_drain` mode; otherwise the
 /// response is ready to go.
-fn settle<B, ResBody>(
+fn decide_at_response<B, ResBody>(
     tracked: TrackedBody<B>,
     response: &mut Response<ResBody>,
     cx: &mut Context<'_>,
@@ -131,40 +131,45 @@ where
 {
     let TrackedBody {
         handoff,
-        rules,
+        policy,
         connect,
         version,
-        tally,
+        pending_outcome,
     } = tracked;
     // hyper hands the connection over after these, and only these: other
     // answers to `Upgrade` and `CONNECT` are ordinary responses.
     let status = response.status();
     if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
         handoff.pass_through();
-        tally.settle(Outcome::PassedThrough, 0, Duration::ZERO);
+        pending_outcome.record(Outcome::PassedThrough, 0, Duration::ZERO);
         return None;
     }
     let unread = match handoff.at_response() {
         AtResponse::Unfinished(unread) => unread,
         AtResponse::Finished => {
-            tally.settle(Outcome::Read, 0, Duration::ZERO);
+            pending_outcome.record(Outcome::Read, 0, Duration::ZERO);
             return None;
         }
         AtResponse::StillHeld(slot) => {
-            let schedule = Schedule::from_now(rules.timeout);
-            let io_signal = signal_if_closing(rules, response);
-            slot.drain_when_dropped(HeldBody::new(rules, schedule, io_signal, tally));
+            let window = DrainWindow::from_now(policy.timeout);
+            let io_signal = signal_if_closing(policy, response);
+            slot.drain_when_dropped(DrainWhenDropped::new(
+                policy,
+                window,
+                io_signal,
+                pending_outcome,
+            ));
             tracing::debug!(
                 outcome = "held",
-                timeout_ms = u64::try_from(rules.timeout.as_millis()).unwrap_or(u64::MAX),
+                timeout_ms = u64::try_from(policy.timeout.as_millis()).unwrap_or(u64::MAX),
                 "response released; the request body is drained once the service drops it"
             );
             return None;
         }
     };
-    let schedule = || Schedule::from_now(rules.timeout);
-    let io_signal = signal_if_closing(rules, response);
-    match decide(unread, rules, tally, schedule, io_signal, Some(cx)) {
+    let window = || DrainWindow::from_now(policy.timeout);
+    let io_signal = signal_if_closing(policy, response);
+    match decide(unread, policy, pending_outcome, window, io_signal, Some(cx)) {
         Decision::Settled { close } => {
             if close {
                 announce_close(response, version);
@@ -183,16 +188,16 @@ where
 /// The signal of the `LingeringIo` beneath, if the connection closes after
 /// `response` anyway (as the request or the response says).
 fn signal_if_closing<ResBody>(
-    rules: Rules,
+    policy: DrainPolicy,
     response: &Response<ResBody>,
 ) -> Option<Arc<DiscardSignal>> {
     // An HTTP/2 stream never ends its connection (hyper strips a
     // `Connection` header the handler sets), and the IO beneath must keep
     // every byte for the other streams.
-    if rules.multiplexed {
+    if policy.multiplexed {
         return None;
     }
-    let closes = rules.request_closes || ends_connection(response.version(), response.headers());
+    let closes = policy.request_closes || ends_connection(response.version(), response.headers());
     closes.then(discard_signal::of_current_task).flatten()
 }
 

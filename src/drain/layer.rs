@@ -142,7 +142,7 @@ impl DrainBodyLayer {
     }
 
     /// Counts the outcome of every request body in `counters`, which any
-    /// number of layers may share; see [`DrainStats`](super::DrainStats).
+    /// number of layers may share; see [`DrainStats`](crate::DrainStats).
     /// Without it nothing is counted.
     ///
     /// ```

@@ -26,7 +26,7 @@
 //! | 1 | any body, and the answer is `101 Switching Protocols`, or a `2xx` to `CONNECT` | leaves it alone: the connection is handed over | handed over | — | `passed_through` |
 //! | 2 | read to its end | nothing | reused | ends cleanly | `read` |
 //! | 3 | still held by the service (moved into a task) | releases the response; steps 2, 3a, 4, 5, 7 and 8 run when the service drops the body, with the deadline counted from the response | — | — | when dropped |
-//! | 3a | HTTP/1 only: the connection closes after the response anyway (`Connection: close` in the request or the response, HTTP/1.0 without keep-alive) and a [`LingeringIo`](crate::LingeringIo) is beneath | reads nothing: the `LingeringIo` throws the rest away without copying, while the response is written and after the FIN | closed after the response | — | `left_to_linger` |
+//! | 3a | HTTP/1 only: the connection closes after the response anyway (`Connection: close` in the request or the response, HTTP/1.0 without keep-alive) and a [`LingeringIo`] is beneath | reads nothing: the `LingeringIo` throws the rest away without copying, while the response is written and after the FIN | closed after the response | — | `left_to_linger` |
 //! | 4 | failed; or `Expect: 100-continue` and never polled (HTTP/1.1); or the limit is 0 | reads nothing; on HTTP/1 adds `Connection: close` | closed after the response | reset after the response | `body_error`, `expect_continue`, `over_limit` |
 //! | 5 | the declared remainder (`Content-Length`) is above the limit | reads nothing; on HTTP/1 adds `Connection: close` | closed after the response | reset after the response | `over_limit` |
 //! | 6 | the rest has already arrived | takes it at once, without waiting: within the limit the response goes out unchanged; past it, or on a body error, on HTTP/1 adds `Connection: close` | reused at no cost, or closed after the response | ends cleanly, or reset after the response | `drained_inline`, `over_limit`, `body_error` |
@@ -164,6 +164,8 @@
 //! ```
 
 // Each item has one public path, at the crate root; this module is the guide above.
+#[cfg(doc)]
+use crate::{DrainBody, DrainBodyLayer, DrainBodyService, DrainCounters, DrainStats, LingeringIo};
 #[cfg(feature = "axum")]
 pub(crate) mod axum;
 pub(crate) mod body;

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use super::body::DrainBody;
 use super::close_header::ends_connection;
-use super::counters::{DrainCounters, Outcome, Tally};
-use super::decision::Rules;
+use super::counters::{DrainCounters, Outcome, PendingOutcome};
+use super::decision::DrainPolicy;
 use super::future::{ResponseFuture, TrackedBody};
 
-/// The settings of a [`DrainBodyLayer`](super::DrainBodyLayer), which every
+/// The settings of a [`DrainBodyLayer`](crate::DrainBodyLayer), which every
 /// service it makes keeps a copy of.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -23,7 +23,7 @@ pub(crate) struct Settings {
     pub(crate) counters: Option<DrainCounters>,
 }
 
-/// The service made by [`DrainBodyLayer`](super::DrainBodyLayer): hands the
+/// The service made by [`DrainBodyLayer`](crate::DrainBodyLayer): hands the
 /// inner service a [`DrainBody`] and drains what it leaves unread.
 #[derive(Clone, Debug)]
 pub struct DrainBodyService<S> {
@@ -100,8 +100,8 @@ where
     if !has_body || (multiplexed && request.method() == Method::CONNECT) {
         if let (true, Some(counters)) = (has_body, &settings.counters) {
             counters
-                .tally()
-                .settle(Outcome::PassedThrough, 0, Duration::ZERO);
+                .pending_outcome()
+                .record(Outcome::PassedThrough, 0, Duration::ZERO);
         }
         let request = request.map(untracked);
         return ResponseFuture::untracked(inner.call(request));
@@ -113,7 +113,7 @@ where
     } else {
         settings.limit
     };
-    let rules = Rules {
+    let policy = DrainPolicy {
         limit: u64::try_from(limit).unwrap_or(u64::MAX),
         timeout: settings.timeout,
         wait_for_drain: settings.wait_for_drain,
@@ -125,16 +125,18 @@ where
     let version = request.version();
     let (parts, body) = request.into_parts();
     let (body, handoff) = DrainBody::tracked(body);
-    let tally = settings
+    let pending_outcome = settings
         .counters
         .as_ref()
-        .map_or_else(Tally::uncounted, |counters| counters.tally());
+        .map_or_else(PendingOutcome::uncounted, |counters| {
+            counters.pending_outcome()
+        });
     let body_state = TrackedBody {
         handoff,
-        rules,
+        policy,
         connect,
         version,
-        tally,
+        pending_outcome,
     };
     ResponseFuture::tracked(
         inner.call(Request::from_parts(parts, tracked(body))),

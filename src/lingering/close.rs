@@ -59,7 +59,7 @@ enum Stop {
 /// dropped in the middle; none while the IO is open or half-closed, whose owner decides
 /// what the end is ([`close_without_lingering`](Self::close_without_lingering),
 /// [`release`](Self::release), or a linger). It holds a lingering slot only from the
-/// moment the IO is let go ([`let_go`](Self::let_go)) until it ends, so that an IO still
+/// moment the IO is let go ([`try_linger`](Self::try_linger)) until it ends, so that an IO still
 /// in use after its FIN holds none.
 pub(crate) struct Close {
     group: LingerGroup,
@@ -237,7 +237,7 @@ impl Close {
     /// lingering slot, so that the close may read from the peer after its FIN. Returns
     /// `false`, with the close ended, when there is nothing to read (the peer already
     /// sent EOF) or nothing to read with (no timers, or the group's cap is reached).
-    pub(crate) fn let_go(&mut self, drop_path: bool) -> bool {
+    pub(crate) fn try_linger(&mut self, drop_path: bool) -> bool {
         self.drop_path = drop_path;
         match self.phase {
             Phase::Done | Phase::Failed(_) => return false,
@@ -275,7 +275,9 @@ impl Close {
             self.close_without_lingering();
             return None;
         }
-        self.let_go(true).then(|| self.runtime.clone()).flatten()
+        self.try_linger(true)
+            .then(|| self.runtime.clone())
+            .flatten()
     }
 
     fn begin_discard(&mut self) -> Phase {
@@ -429,6 +431,234 @@ impl Drop for Close {
             Phase::Flushing | Phase::HalfClosing | Phase::Discarding
         ) {
             self.finish(Outcome::Aborted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadBuf};
+
+    use super::*;
+    use crate::lingering::config::LingerConfig;
+    use crate::lingering::discard;
+
+    fn group(config: LingerConfig) -> LingerGroup {
+        LingerGroup::new(config)
+    }
+
+    /// A close of the server half of a duplex pipe, run inline to its end.
+    async fn close_inline(close: &mut Close, io: &mut DuplexStream) -> io::Result<()> {
+        close.start(true);
+        poll_fn(|cx| close.poll_fin(io, cx)).await?;
+        if close.try_linger(false) {
+            poll_fn(|cx| close.poll_discard(io, discard::portable, cx)).await;
+        }
+        Ok(())
+    }
+
+    /// The one outcome the group counted, by name.
+    fn counted(group: &LingerGroup) -> Vec<&'static str> {
+        let stats = group.stats();
+        stats
+            .outcomes()
+            .filter(|&(_, n)| n > 0)
+            .map(|(outcome, n)| {
+                assert_eq!(n, 1, "{stats:?}");
+                outcome.as_str()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_peers_eof_ends_the_linger() {
+        let group = group(LingerConfig::new());
+        let (mut server, mut client) = tokio::io::duplex(64);
+        let mut close = Close::open(group.clone());
+        let peer = tokio::spawn(async move {
+            client.write_all(b"late bytes").await.unwrap();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await.unwrap(); // the FIN
+            drop(client);
+        });
+        close_inline(&mut close, &mut server).await.unwrap();
+        peer.await.unwrap();
+        assert_eq!(counted(&group), ["peer_eof"]);
+        assert_eq!(group.stats().bytes_discarded, 10);
+        assert_eq!(group.stats().lingering, 0);
+    }
+
+    #[tokio::test]
+    async fn an_eof_read_before_costs_no_wait() {
+        let group = group(LingerConfig::new());
+        let (mut server, client) = tokio::io::duplex(64);
+        let mut close = Close::open(group.clone());
+        close.peer_closed();
+        close_inline(&mut close, &mut server).await.unwrap();
+        drop(client);
+        assert_eq!(counted(&group), ["peer_eof"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_meets_the_idle_timeout() {
+        let config = LingerConfig::new().idle_timeout(Duration::from_millis(50));
+        let group = group(config);
+        let (mut server, _client) = tokio::io::duplex(64);
+        let mut close = Close::open(group.clone());
+        close_inline(&mut close, &mut server).await.unwrap();
+        assert_eq!(counted(&group), ["idle_timeout"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_peer_meets_the_total_timeout() {
+        let config = LingerConfig::new()
+            .idle_timeout(Duration::from_millis(50))
+            .total_timeout(Duration::from_millis(200));
+        let group = group(config);
+        let (mut server, mut client) = tokio::io::duplex(64);
+        let mut close = Close::open(group.clone());
+        let peer = tokio::spawn(async move {
+            // One byte every 20 ms: never idle for 50 ms, never done.
+            while client.write_all(b"x").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        close_inline(&mut close, &mut server).await.unwrap();
+        assert_eq!(counted(&group), ["total_timeout"]);
+        drop(server);
+        peer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_flooding_peer_meets_the_byte_cap() {
+        let group = group(LingerConfig::new().max_bytes(1000));
+        let (mut server, mut client) = tokio::io::duplex(4096);
+        let mut close = Close::open(group.clone());
+        client.write_all(&[0; 4096]).await.unwrap();
+        close_inline(&mut close, &mut server).await.unwrap();
+        assert_eq!(counted(&group), ["byte_cap"]);
+        assert_eq!(group.stats().bytes_discarded, 1000);
+    }
+
+    #[tokio::test]
+    async fn a_full_cap_skips_the_linger() {
+        let group = group(LingerConfig::new().max_lingering(0));
+        let (mut server, _client) = tokio::io::duplex(64);
+        let mut close = Close::open(group.clone());
+        close_inline(&mut close, &mut server).await.unwrap();
+        assert_eq!(counted(&group), ["skipped"]);
+    }
+
+    #[test]
+    fn no_runtime_skips_the_linger() {
+        let group = group(LingerConfig::new());
+        let mut close = Close::open(group.clone());
+        close.start(true);
+        assert!(!close.try_linger(false));
+        assert_eq!(counted(&group), ["skipped"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_half_close_is_an_error_and_says_so_again() {
+        let group = group(LingerConfig::new());
+        let mut close = Close::open(group.clone());
+        close.start(true);
+        let mut io = Failing;
+        let err = poll_fn(|cx| close.poll_fin(&mut io, cx)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(close.failure(), Some(io::ErrorKind::BrokenPipe));
+        assert_eq!(counted(&group), ["error"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_ends_the_linger_as_an_error() {
+        let group = group(LingerConfig::new());
+        let mut close = Close::open(group.clone());
+        close.start(true);
+        close.phase = Phase::HalfClosed;
+        assert!(close.try_linger(false));
+        let mut io = Failing;
+        poll_fn(|cx| close.poll_discard(&mut io, discard::portable, cx)).await;
+        assert_eq!(counted(&group), ["error"]);
+    }
+
+    #[tokio::test]
+    async fn a_close_dropped_midway_is_aborted() {
+        let group = group(LingerConfig::new());
+        let (mut server, _client) = tokio::io::duplex(64);
+        let mut close = Close::open(group.clone());
+        close.start(true);
+        poll_fn(|cx| close.poll_fin(&mut server, cx)).await.unwrap();
+        assert!(close.try_linger(false));
+        assert_eq!(group.stats().lingering, 1);
+        drop(close);
+        assert_eq!(counted(&group), ["aborted"]);
+        assert_eq!(group.stats().lingering, 0);
+    }
+
+    #[tokio::test]
+    async fn an_io_taken_back_is_released() {
+        let group = group(LingerConfig::new());
+        let mut close = Close::open(group.clone());
+        close.release();
+        assert_eq!(counted(&group), ["released"]);
+        // Counted once: the close is over.
+        close.release();
+        drop(close);
+        assert_eq!(group.stats().closes(), 1);
+    }
+
+    #[tokio::test]
+    async fn input_thrown_away_while_writing_counts_in_the_cap() {
+        let group = group(LingerConfig::new().max_bytes(100));
+        let (mut server, mut client) = tokio::io::duplex(64);
+        let mut close = Close::open(group.clone());
+        client.write_all(&[0; 60]).await.unwrap();
+        poll_fn(|cx| {
+            close.discard_while_writing(&mut server, discard::portable, cx);
+            Poll::Ready(())
+        })
+        .await;
+        assert_eq!(close.discarded, 60);
+        // Nothing counted yet: discarding while writing ends no close.
+        assert_eq!(group.stats().closes(), 0);
+        client.write_all(&[0; 60]).await.unwrap();
+        close_inline(&mut close, &mut server).await.unwrap();
+        assert_eq!(counted(&group), ["byte_cap"]);
+        assert_eq!(group.stats().bytes_discarded, 100);
+    }
+
+    /// An IO whose every operation fails.
+    struct Failing;
+
+    impl tokio::io::AsyncRead for Failing {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+        }
+    }
+
+    impl AsyncWrite for Failing {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
         }
     }
 }

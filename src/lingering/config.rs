@@ -13,7 +13,7 @@ const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// [`LingerGroup`]: super::LingerGroup
 const DEFAULT_MAX_LINGERING: usize = 1024;
 
-/// Bounds of the staged close performed by [`LingeringIo`](super::LingeringIo).
+/// Bounds of the staged close performed by [`LingeringIo`](crate::LingeringIo).
 ///
 /// Every bound holds whatever the peer does: a close ends at the peer's EOF, when the peer
 /// stays silent for [`idle_timeout`](Self::idle_timeout), when the whole close has taken
@@ -89,7 +89,7 @@ impl LingerConfig {
         self
     }
 
-    /// Sets how many connections of one [`LingerGroup`](super::LingerGroup) may linger at
+    /// Sets how many connections of one [`LingerGroup`](crate::LingerGroup) may linger at
     /// the same time; beyond it a connection is closed at once (flush and half-close, no
     /// reading) and counted as skipped. Zero disables lingering.
     ///
@@ -112,7 +112,7 @@ impl LingerConfig {
 
     /// The cap on one whole staged close; see [`total_timeout`](Self::total_timeout).
     ///
-    /// [`LingerGroup::wait_idle`](super::LingerGroup::wait_idle) takes at most this long
+    /// [`LingerGroup::wait_idle`](crate::LingerGroup::wait_idle) takes at most this long
     /// after the last connection closed.
     #[must_use]
     pub const fn get_total_timeout(&self) -> Duration {

@@ -3,7 +3,7 @@
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 
-use super::LingeringListener;
+use super::listener::LingeringListener;
 
 /// The peer address of a connection accepted by a [`LingeringListener`], for axum's
 /// `ConnectInfo` extractor, without `tap_io`.

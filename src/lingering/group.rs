@@ -9,11 +9,11 @@ use tokio::sync::Notify;
 use super::config::LingerConfig;
 use super::stats::{LingerStats, Outcome, OutcomeCounters};
 
-/// A [`LingerConfig`] plus the state shared by every [`LingeringIo`](super::LingeringIo) made from it: the cap
+/// A [`LingerConfig`] plus the state shared by every [`LingeringIo`](crate::LingeringIo) made from it: the cap
 /// on connections lingering at the same time and the counters behind [`LingerStats`].
 ///
 /// Cloning is cheap (one `Arc`); clones share the cap and the counters. A
-/// [`LingeringListener`](super::LingeringListener) holds one group for all the connections
+/// [`LingeringListener`](crate::LingeringListener) holds one group for all the connections
 /// it accepts; use one group per listener (or one per process) so that the cap means
 /// something.
 ///
@@ -164,6 +164,13 @@ impl LingerGroup {
         }
     }
 
+    /// Takes one off `gauge`, waking `wait_idle` when that leaves it at zero.
+    fn leave(&self, gauge: &AtomicUsize) {
+        if gauge.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.idle.notify_waiters();
+        }
+    }
+
     /// Counts a close that ended with `outcome`, having thrown `bytes_discarded` away.
     pub(crate) fn record(&self, outcome: Outcome, bytes_discarded: u64) {
         self.shared.outcomes.add(outcome);
@@ -182,9 +189,7 @@ pub(crate) struct LingerSlot {
 
 impl Drop for LingerSlot {
     fn drop(&mut self) {
-        if self.group.shared.lingering.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.group.shared.idle.notify_waiters();
-        }
+        self.group.leave(&self.group.shared.lingering);
     }
 }
 
@@ -195,9 +200,7 @@ pub(crate) struct BackgroundGuard {
 
 impl Drop for BackgroundGuard {
     fn drop(&mut self) {
-        if self.group.shared.background.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.group.shared.idle.notify_waiters();
-        }
+        self.group.leave(&self.group.shared.background);
     }
 }
 

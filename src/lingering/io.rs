@@ -23,9 +23,9 @@ use crate::discard_signal::{self, DiscardSignal};
 ///
 /// 1. flushes the inner IO,
 /// 2. half-closes it (inner `poll_shutdown`: FIN),
-/// 3. reads and discards until the peer's EOF, the [idle timeout](super::LingerConfig::idle_timeout)
-///    between reads, the [total cap](super::LingerConfig::total_timeout) on the whole
-///    close, or the [byte cap](super::LingerConfig::max_bytes),
+/// 3. reads and discards until the peer's EOF, the [idle timeout](crate::LingerConfig::idle_timeout)
+///    between reads, the [total cap](crate::LingerConfig::total_timeout) on the whole
+///    close, or the [byte cap](crate::LingerConfig::max_bytes),
 /// 4. lets the socket close.
 ///
 /// Errors of steps 1 and 2 are returned as a plain `poll_shutdown` would, and so is
@@ -33,7 +33,7 @@ use crate::discard_signal::{self, DiscardSignal};
 /// not fully leave); a later `poll_shutdown` reports the failure again. Errors while
 /// discarding (a reset by the peer, say) end the linger quietly. A peer whose EOF was
 /// already read costs no wait, and there is no fixed delay anywhere. Beyond the group's
-/// [`max_lingering`](super::LingerConfig::max_lingering), step 3 is skipped.
+/// [`max_lingering`](crate::LingerConfig::max_lingering), step 3 is skipped.
 ///
 /// Reads, writes (vectored included, with `is_write_vectored` forwarded, which hyper
 /// uses to pick its write strategy) and flushes go straight to the inner IO.
@@ -46,7 +46,7 @@ use crate::discard_signal::{self, DiscardSignal};
 /// hyper's connection state (its read and write buffers) is freed meanwhile, so a
 /// lingering connection costs little more than its socket, and a server's graceful
 /// shutdown no longer waits for lingering clients: await
-/// [`LingerGroup::wait_idle`] after it (see [`LingerStats`](super::LingerStats) for the
+/// [`LingerGroup::wait_idle`] after it (see [`LingerStats`](crate::LingerStats) for the
 /// gauges).
 ///
 /// The same happens when hyper drops the IO without calling `poll_shutdown` (service or
@@ -56,7 +56,7 @@ use crate::discard_signal::{self, DiscardSignal};
 /// GOAWAY but without TLS close_notify. This needs `T: Send + 'static`;
 /// [`local`](Self::local) and [`LingerGroup::wrap_local`] accept any IO and linger inside
 /// `poll_shutdown` instead. [`into_inner`](Self::into_inner) never starts a close (it
-/// counts as [`released`](super::LingerStats::released)).
+/// counts as [`released`](crate::LingerStats::released)).
 ///
 /// An IO still used after `poll_shutdown` (a tunnel that half-closed one direction with
 /// `tokio::io::copy_bidirectional` and still forwards the other) is not lingering: its
@@ -68,8 +68,8 @@ use crate::discard_signal::{self, DiscardSignal};
 /// Under a [`DrainBodyLayer`](crate::DrainBodyLayer), the layer tells the `LingeringIo`
 /// its request came on (found through the connection's tokio task) when a response ends
 /// the connection with the request body unfinished. From then on, each write first reads
-/// and discards what the client sends, within [`max_bytes`](super::LingerConfig::max_bytes)
-/// and [`total_timeout`](super::LingerConfig::total_timeout): a client that sends its
+/// and discards what the client sends, within [`max_bytes`](crate::LingerConfig::max_bytes)
+/// and [`total_timeout`](crate::LingerConfig::total_timeout): a client that sends its
 /// whole body before it reads gets the response instead of waiting on a server that
 /// waits on it. Those bytes count in the close's `bytes_discarded` and byte cap.
 ///
@@ -81,7 +81,7 @@ use crate::discard_signal::{self, DiscardSignal};
 /// a background close on that runtime without asking anything. Wrapped outside a tokio
 /// runtime, or in one built without timers, nothing lingers: `poll_shutdown` flushes and
 /// half-closes like the inner IO and a drop closes plainly, counted as
-/// [`skipped`](super::LingerStats::skipped).
+/// [`skipped`](crate::LingerStats::skipped).
 ///
 /// tokio offers no way to ask whether a runtime has timers, so the crate creates one
 /// under `catch_unwind`, once per runtime: a runtime without timers lets tokio's "timers
@@ -320,7 +320,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
             .as_mut()
             .expect("LingeringIo holds its IO until into_inner");
         std::task::ready!(this.close.poll_fin(io, cx))?;
-        if !this.mode.lingers_in_background() && this.close.let_go(false) {
+        if !this.mode.lingers_in_background() && this.close.try_linger(false) {
             // No drop path: linger here, the IO is let go as far as this wrapper knows.
             std::task::ready!(this.close.poll_discard(io, this.mode.discard(), cx));
         }

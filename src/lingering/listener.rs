@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{LingerConfig, LingerGroup, LingerStats, LingeringIo};
+use super::config::LingerConfig;
+use super::group::LingerGroup;
+use super::io::LingeringIo;
+use super::stats::LingerStats;
 
 /// Wraps a listener so that every accepted connection is a [`LingeringIo`] of one shared
 /// [`LingerGroup`].

@@ -70,6 +70,8 @@
 //! ```
 
 // Each item has one public path, at the crate root; this module is the guide above.
+#[cfg(doc)]
+use crate::{LingerConfig, LingerGroup, LingerStats, LingeringIo, LingeringListener};
 mod close;
 pub(crate) mod config;
 #[cfg(feature = "axum")]
@@ -81,9 +83,3 @@ pub(crate) mod listener;
 mod mode;
 pub(crate) mod stats;
 mod wrap;
-
-pub(crate) use config::LingerConfig;
-pub(crate) use group::LingerGroup;
-pub(crate) use io::LingeringIo;
-pub(crate) use listener::LingeringListener;
-pub(crate) use stats::LingerStats;

@@ -10,8 +10,8 @@ use super::discard::{self, Discard};
 ///
 /// `LingeringIo<T>`'s `Drop` and `AsyncWrite` impls cannot ask for `T: Send + 'static`,
 /// which a background task and the zero-copy discard of a `TcpStream` need, so
-/// [`LingerGroup::wrap`](super::LingerGroup::wrap), where the bounds are known, picks
-/// these functions and [`wrap_local`](super::LingerGroup::wrap_local) picks the ones
+/// [`LingerGroup::wrap`](crate::LingerGroup::wrap), where the bounds are known, picks
+/// these functions and [`wrap_local`](crate::LingerGroup::wrap_local) picks the ones
 /// that work for any IO.
 pub(crate) struct CloseMode<T> {
     discard: Discard<T>,

@@ -1,7 +1,6 @@
 //! What the TLS tests share: a self-signed certificate for `localhost` with the rustls
 //! configurations of both ends (ring provider), and the client of hyper issue #3944.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,10 +22,6 @@ const BODY_LEN: usize = 1024 * 1024;
 /// Body bytes sent before the handler may answer, so that the server holds unread input
 /// when it closes (hyper reads at most a few KiB of it).
 const HEAD_START: usize = 32 * 1024;
-
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    super::step_within(Duration::from_secs(10), what, fut).await
-}
 
 /// The server's configuration, and a connector that trusts its certificate.
 pub fn self_signed() -> (Arc<ServerConfig>, TlsConnector) {
@@ -87,11 +82,17 @@ pub async fn get_with_ignored_body(
 ) -> io::Result<Vec<u8>> {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(64 * 1024).unwrap();
-    let tcp = step("connect", socket.connect(addr)).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let tls = step("handshake", connector.connect(name, tcp))
+    let tcp = super::step_within(Duration::from_secs(10), "connect", socket.connect(addr))
         .await
         .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = super::step_within(
+        Duration::from_secs(10),
+        "handshake",
+        connector.connect(name, tcp),
+    )
+    .await
+    .unwrap();
     let (mut rd, mut wr) = tokio::io::split(tls);
 
     let mut first = format!(
@@ -99,21 +100,31 @@ pub async fn get_with_ignored_body(
     )
     .into_bytes();
     first.extend(std::iter::repeat_n(b'a', HEAD_START));
-    step("head and body start", wr.write_all(&first))
+    super::step_within(
+        Duration::from_secs(10),
+        "head and body start",
+        wr.write_all(&first),
+    )
+    .await
+    .unwrap();
+    super::step_within(Duration::from_secs(10), "flush", wr.flush())
         .await
         .unwrap();
-    step("flush", wr.flush()).await.unwrap();
     ready.notify_one();
     let writer = tokio::spawn(async move {
         wr.write_all(&vec![b'a'; BODY_LEN - HEAD_START]).await?;
         wr.shutdown().await
     });
     let mut got = Vec::new();
-    let read = step("read response", rd.read_to_end(&mut got))
-        .await
-        .map(|_| got);
+    let read = super::step_within(
+        Duration::from_secs(10),
+        "read response",
+        rd.read_to_end(&mut got),
+    )
+    .await
+    .map(|_| got);
     if read.is_ok() {
-        step("writer", writer)
+        super::step_within(Duration::from_secs(10), "writer", writer)
             .await
             .unwrap()
             .expect("whole body sent");
@@ -156,11 +167,15 @@ pub async fn assert_whole_then_lingered(got: io::Result<Vec<u8>>, group: &linger
     // Counted when it ends, which may be after the client saw its EOF: hyper drops the IO,
     // and so starts the linger, only after `poll_shutdown` (`wait_idle` alone could
     // return before).
-    step("linger ends at the client's FIN", async {
-        while group.stats().closes() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
+    super::step_within(
+        Duration::from_secs(10),
+        "linger ends at the client's FIN",
+        async {
+            while group.stats().closes() == 0 {
+                tokio::task::yield_now().await;
+            }
+        },
+    )
     .await;
     let stats = group.stats();
     assert_eq!(stats.peer_eof, 1, "{stats:?}");

@@ -1,6 +1,6 @@
 //! `axum::serve` over a `LingeringListener` (needs `--features axum`).
 
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,17 +11,12 @@ use axum::Router;
 use linger::{LingerConfig, LingeringListener, PeerAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 use crate::common::http1::{Framing, Reader};
+use crate::common::step_within;
 
 const STEP: Duration = Duration::from_secs(10);
-
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 fn app() -> Router {
     Router::new()
@@ -38,7 +33,7 @@ fn app() -> Router {
 /// that came after it count as body.
 async fn read_response(stream: &mut TcpStream) -> (String, String) {
     let mut reader = Reader::new(stream);
-    let response = step("read", reader.whole_response())
+    let response = step_within(STEP, "read", reader.whole_response())
         .await
         .expect("a whole response");
     let head = response.raw_head.trim_end().to_owned();
@@ -77,10 +72,12 @@ async fn axum_serve_lingers_and_shuts_down_gracefully() {
     // An early 413 to a 4 MiB upload reaches the client, which then sends the whole body
     // and reads a clean EOF. Without the listener, hyper would close with the body unread
     // and the upload would be reset (see hyper_servers.rs for that side).
-    let mut upload = step("connect", TcpStream::connect(addr)).await.unwrap();
+    let mut upload = step_within(STEP, "connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
     let body_len = 4 * 1024 * 1024;
     let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n");
-    step("head", upload.write_all(head.as_bytes()))
+    step_within(STEP, "head", upload.write_all(head.as_bytes()))
         .await
         .unwrap();
     let (mut rd, mut wr) = upload.into_split();
@@ -89,7 +86,7 @@ async fn axum_serve_lingers_and_shuts_down_gracefully() {
         wr.shutdown().await
     });
     let mut raw = Vec::new();
-    step("read 413", rd.read_to_end(&mut raw))
+    step_within(STEP, "read 413", rd.read_to_end(&mut raw))
         .await
         .expect("clean EOF");
     assert!(
@@ -97,15 +94,18 @@ async fn axum_serve_lingers_and_shuts_down_gracefully() {
         "{}",
         String::from_utf8_lossy(&raw)
     );
-    step("writer", writer)
+    step_within(STEP, "writer", writer)
         .await
         .unwrap()
         .expect("whole body sent");
 
     // ConnectInfo through PeerAddr, on a keep-alive connection left open afterwards.
-    let mut idle_client = step("connect", TcpStream::connect(addr)).await.unwrap();
+    let mut idle_client = step_within(STEP, "connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
     let local = idle_client.local_addr().unwrap();
-    step(
+    step_within(
+        STEP,
         "request",
         idle_client.write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n\r\n"),
     )
@@ -120,14 +120,21 @@ async fn axum_serve_lingers_and_shuts_down_gracefully() {
     // never closes, so the linger ends at the idle timeout, within the bounds.
     let start = Instant::now();
     stop.send(()).unwrap();
-    step("graceful shutdown", server).await.unwrap().unwrap();
-    step("lingering closes", group.wait_idle()).await;
+    step_within(STEP, "graceful shutdown", server)
+        .await
+        .unwrap()
+        .unwrap();
+    step_within(STEP, "lingering closes", group.wait_idle()).await;
     let elapsed = start.elapsed();
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     let mut rest = Vec::new();
-    step("idle client sees FIN", idle_client.read_to_end(&mut rest))
-        .await
-        .unwrap();
+    step_within(
+        STEP,
+        "idle client sees FIN",
+        idle_client.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
     let stats = group.stats();
     assert_eq!(stats.idle_timeout, 1, "{stats:?}");
     assert_eq!(stats.lingering, 0, "{stats:?}");

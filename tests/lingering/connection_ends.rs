@@ -23,13 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tower::ServiceBuilder;
 
-const STEP: Duration = Duration::from_secs(5);
+use crate::common::step_within;
 
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("step timed out after {STEP:?}: {what}"))
-}
+const STEP: Duration = Duration::from_secs(5);
 
 const UPLOAD: usize = 256 * 1024;
 
@@ -90,13 +86,15 @@ async fn panics(_request: Request<DrainBody<Incoming>>) -> Result<Response<Strin
 /// its panic guard. Before (d39598f), a drop while panicking closed plainly: Linux
 /// answered the unread upload with RST, 0 clean closes out of 10.
 async fn panic_mid_upload(addr: SocketAddr, group: &LingerGroup) {
-    let mut stream = step("connect", TcpStream::connect(addr)).await.unwrap();
+    let mut stream = step_within(STEP, "connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
     let head = format!("POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {UPLOAD}\r\n\r\n");
-    step("head", stream.write_all(head.as_bytes()))
+    step_within(STEP, "head", stream.write_all(head.as_bytes()))
         .await
         .unwrap();
     // The write itself may meet the reset (broken pipe) before the read does.
-    let sent = step("body", stream.write_all(&vec![b'u'; UPLOAD])).await;
+    let sent = step_within(STEP, "body", stream.write_all(&vec![b'u'; UPLOAD])).await;
     let mut buf = vec![0u8; 64 * 1024];
     let read = timeout(Duration::from_millis(500), stream.read(&mut buf))
         .await
@@ -107,10 +105,17 @@ async fn panic_mid_upload(addr: SocketAddr, group: &LingerGroup) {
     );
     // The server still reads and discards: what follows meets no reset.
     assert_eq!(group.stats().lingering, 1, "{:?}", group.stats());
-    step("more", stream.write_all(&[b'm'; 4096])).await.unwrap();
-    assert_eq!(step("read again", stream.read(&mut buf)).await.unwrap(), 0);
+    step_within(STEP, "more", stream.write_all(&[b'm'; 4096]))
+        .await
+        .unwrap();
+    assert_eq!(
+        step_within(STEP, "read again", stream.read(&mut buf))
+            .await
+            .unwrap(),
+        0
+    );
     drop(stream);
-    step("linger ends", group.wait_idle()).await;
+    step_within(STEP, "linger ends", group.wait_idle()).await;
 }
 
 /// Ten rounds of [`panic_mid_upload`], each a staged close ending at the client's FIN.
@@ -206,16 +211,22 @@ async fn a_half_closed_tunnel_is_not_lingering() {
     )
     .await;
 
-    let mut stream = step("connect", TcpStream::connect(addr)).await.unwrap();
+    let mut stream = step_within(STEP, "connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
     let connect = format!("CONNECT {upstream_addr} HTTP/1.1\r\nHost: {upstream_addr}\r\n\r\n");
-    step("CONNECT", stream.write_all(connect.as_bytes()))
+    step_within(STEP, "CONNECT", stream.write_all(connect.as_bytes()))
         .await
         .unwrap();
     // The 200, then what upstream said, then the tunnel's FIN.
     let mut got = Vec::new();
-    step("read to the tunnel's FIN", stream.read_to_end(&mut got))
-        .await
-        .unwrap();
+    step_within(
+        STEP,
+        "read to the tunnel's FIN",
+        stream.read_to_end(&mut got),
+    )
+    .await
+    .unwrap();
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.ends_with("\r\n\r\nhello from upstream"), "{got}");
@@ -224,29 +235,35 @@ async fn a_half_closed_tunnel_is_not_lingering() {
     let started = tokio::time::Instant::now();
     let mut sent = 0;
     while started.elapsed() < total + Duration::from_millis(200) {
-        step("forward", stream.write_all(b"client data;"))
+        step_within(STEP, "forward", stream.write_all(b"client data;"))
             .await
             .unwrap();
         sent += 1;
         let stats = group.stats();
         assert_eq!((stats.lingering, stats.closes()), (0, 0), "{stats:?}");
-        step("wait_idle resolves", group.wait_idle()).await;
+        step_within(STEP, "wait_idle resolves", group.wait_idle()).await;
         // Pacing the scenario, not synchronising: the tunnel must outlive total_timeout.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    step("client ends", stream.shutdown()).await.unwrap();
-    let forwarded = step("upstream got it all", upstream_got).await.unwrap();
+    step_within(STEP, "client ends", stream.shutdown())
+        .await
+        .unwrap();
+    let forwarded = step_within(STEP, "upstream got it all", upstream_got)
+        .await
+        .unwrap();
     assert_eq!(forwarded, b"client data;".repeat(sent));
     // The tunnel's task drops the IO once both directions are done.
     let mut rest = Vec::new();
-    step("EOF", stream.read_to_end(&mut rest)).await.unwrap();
-    step("closes", async {
+    step_within(STEP, "EOF", stream.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    step_within(STEP, "closes", async {
         while group.stats().closes() == 0 {
             tokio::task::yield_now().await;
         }
     })
     .await;
-    step("wait_idle", group.wait_idle()).await;
+    step_within(STEP, "wait_idle", group.wait_idle()).await;
     let stats = group.stats();
     assert_eq!(
         (stats.peer_eof, stats.total_timeout, stats.closes()),
@@ -390,7 +407,8 @@ async fn answered_whole_after_sending_first(
     body: usize,
     framing: Framing,
 ) -> linger::LingerStats {
-    let (head, len) = step(
+    let (head, len) = step_within(
+        STEP,
         "send, then read",
         tokio::task::spawn_blocking(move || send_then_read(addr, body, framing)),
     )
@@ -400,7 +418,7 @@ async fn answered_whole_after_sending_first(
     assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
     assert!(head.contains("\r\nconnection: close"), "{head}");
     assert_eq!(len, RESPONSE);
-    step("linger ends", group.wait_idle()).await;
+    step_within(STEP, "linger ends", group.wait_idle()).await;
     group.stats()
 }
 
@@ -525,16 +543,20 @@ async fn a_closing_connection_leaves_the_body_to_the_linger() {
         }
     });
     for round in 1..=5u64 {
-        let mut stream = step("connect", TcpStream::connect(addr)).await.unwrap();
+        let mut stream = step_within(STEP, "connect", TcpStream::connect(addr))
+            .await
+            .unwrap();
         let body = 64 * 1024;
         let head = format!(
             "POST /reject HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {body}\r\n\r\n"
         );
         let mut request = head.into_bytes();
         request.extend(std::iter::repeat_n(b'u', body));
-        step("request", stream.write_all(&request)).await.unwrap();
+        step_within(STEP, "request", stream.write_all(&request))
+            .await
+            .unwrap();
         let mut got = Vec::new();
-        step("response to EOF", stream.read_to_end(&mut got))
+        step_within(STEP, "response to EOF", stream.read_to_end(&mut got))
             .await
             .unwrap();
         let got = String::from_utf8_lossy(&got);
@@ -544,7 +566,7 @@ async fn a_closing_connection_leaves_the_body_to_the_linger() {
         );
         assert!(got.ends_with("\r\n\r\nrejected"), "{got}");
         drop(stream);
-        step("linger ends", group.wait_idle()).await;
+        step_within(STEP, "linger ends", group.wait_idle()).await;
         let drains = counters.snapshot();
         assert_eq!(
             (drains.left_to_linger, drains.settled()),

@@ -4,7 +4,6 @@
 //! passes with `LingeringIo`.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +18,8 @@ use linger::{LingerConfig, LingerGroup};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
-use tokio::time::timeout;
 
+use crate::common::step_within;
 use crate::common::{http1, Upload};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -28,14 +27,8 @@ const STEP: Duration = Duration::from_secs(10);
 /// holds unread input when it closes (hyper reads at most a few KiB of it).
 const HEAD_START: usize = 32 * 1024;
 
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    step(what, async {
+    step_within(STEP, what, async {
         while !cond() {
             tokio::task::yield_now().await;
         }
@@ -88,7 +81,9 @@ async fn serve_http1(group: Option<LingerGroup>, handler: Handler) -> SocketAddr
 async fn connect_small_rcvbuf(addr: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(64 * 1024).unwrap();
-    step("connect", socket.connect(addr)).await.unwrap()
+    step_within(STEP, "connect", socket.connect(addr))
+        .await
+        .unwrap()
 }
 
 /// Splits a raw HTTP/1.1 response into status code and body length.
@@ -122,9 +117,13 @@ where
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut first = head.into_bytes();
     first.extend(std::iter::repeat_n(b'a', HEAD_START));
-    step("client sends head and body start", wr.write_all(&first))
-        .await
-        .unwrap();
+    step_within(
+        STEP,
+        "client sends head and body start",
+        wr.write_all(&first),
+    )
+    .await
+    .unwrap();
     ready.notify_one();
     let mut writer = tokio::spawn(async move {
         let chunk = vec![b'a'; 64 * 1024];
@@ -141,15 +140,23 @@ where
     match when {
         // Part of the scenario (the Django report): a client that reads a little later.
         ReadWhen::After(pause) => tokio::time::sleep(pause).await,
-        ReadWhen::BodySent => sent = Some(step("client sends body", &mut writer).await.unwrap()),
+        ReadWhen::BodySent => {
+            sent = Some(
+                step_within(STEP, "client sends body", &mut writer)
+                    .await
+                    .unwrap(),
+            )
+        }
     }
     let mut got = Vec::new();
-    let read = step("client reads response", rd.read_to_end(&mut got))
+    let read = step_within(STEP, "client reads response", rd.read_to_end(&mut got))
         .await
         .map(|_| got);
     let sent = match sent {
         Some(sent) => sent,
-        None if read.is_ok() => step("client sends body", writer).await.unwrap(),
+        None if read.is_ok() => step_within(STEP, "client sends body", writer)
+            .await
+            .unwrap(),
         None => {
             writer.abort();
             Err(std::io::ErrorKind::Other.into())
@@ -236,7 +243,9 @@ async fn upload_to_gated_handler(
         })
     };
     let addr = serve_http1(group, handler).await;
-    let stream = step("connect", TcpStream::connect(addr)).await.unwrap();
+    let stream = step_within(STEP, "connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
     let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n");
     upload_and_read(stream, head, body_len, ready, ReadWhen::BodySent).await
 }
@@ -327,8 +336,11 @@ async fn auto_builder_serves_http1_and_h2() {
     });
 
     // HTTP/1.1
-    let stream = step("connect", TcpStream::connect(addr)).await.unwrap();
-    let (mut sender, conn) = step(
+    let stream = step_within(STEP, "connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
+    let (mut sender, conn) = step_within(
+        STEP,
         "h1 handshake",
         hyper::client::conn::http1::handshake(TokioIo::new(stream)),
     )
@@ -339,18 +351,26 @@ async fn auto_builder_serves_http1_and_h2() {
         .header("host", "x")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let res = step("h1 request", sender.send_request(req)).await.unwrap();
-    let body = step("h1 body", res.into_body().collect())
+    let res = step_within(STEP, "h1 request", sender.send_request(req))
+        .await
+        .unwrap();
+    let body = step_within(STEP, "h1 body", res.into_body().collect())
         .await
         .unwrap()
         .to_bytes();
     assert_eq!(body, "HTTP/1.1");
     drop(sender);
-    step("h1 client closes", conn1).await.unwrap().unwrap();
+    step_within(STEP, "h1 client closes", conn1)
+        .await
+        .unwrap()
+        .unwrap();
 
     // HTTP/2 with prior knowledge.
-    let stream = step("connect", TcpStream::connect(addr)).await.unwrap();
-    let (mut sender, conn) = step(
+    let stream = step_within(STEP, "connect", TcpStream::connect(addr))
+        .await
+        .unwrap();
+    let (mut sender, conn) = step_within(
+        STEP,
         "h2 handshake",
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)),
     )
@@ -360,14 +380,19 @@ async fn auto_builder_serves_http1_and_h2() {
     let req = Request::get("http://x/")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let res = step("h2 request", sender.send_request(req)).await.unwrap();
-    let body = step("h2 body", res.into_body().collect())
+    let res = step_within(STEP, "h2 request", sender.send_request(req))
+        .await
+        .unwrap();
+    let body = step_within(STEP, "h2 body", res.into_body().collect())
         .await
         .unwrap()
         .to_bytes();
     assert_eq!(body, "HTTP/2.0");
     drop(sender);
-    step("h2 client closes", conn2).await.unwrap().unwrap();
+    step_within(STEP, "h2 client closes", conn2)
+        .await
+        .unwrap()
+        .unwrap();
 
     // Both connections end at the clients' EOF, with nothing left lingering.
     wait_until("both closes end at peer EOF", || {

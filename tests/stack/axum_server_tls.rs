@@ -9,7 +9,7 @@
 //! axum_server::bind(addr).acceptor(acceptor).serve(app.into_make_service()).await?;
 //! ```
 
-use std::future::{Future, Ready};
+use std::future::Ready;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,9 +22,9 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use linger::{LingerGroup, LingeringIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
-use tokio::time::timeout;
 use tokio_rustls::rustls::ServerConfig;
 
+use crate::common::step_within;
 use crate::common::tls;
 
 const STEP: Duration = Duration::from_secs(10);
@@ -46,12 +46,6 @@ where
     fn accept(&self, stream: I, service: S) -> Self::Future {
         std::future::ready(Ok((self.0.wrap(stream), service)))
     }
-}
-
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
 /// An axum app whose `/` waits for `ready`, ignores the body and answers 4 MiB.
@@ -130,7 +124,7 @@ async fn plain_http_early_413_reaches_a_large_upload() {
     tokio::spawn(server.serve(app.into_make_service()));
 
     let upload_len = 16 * 1024 * 1024;
-    let stream = step("connect", tokio::net::TcpStream::connect(addr))
+    let stream = step_within(STEP, "connect", tokio::net::TcpStream::connect(addr))
         .await
         .unwrap();
     let (mut rd, mut wr) = stream.into_split();
@@ -145,7 +139,7 @@ async fn plain_http_early_413_reaches_a_large_upload() {
         wr.shutdown().await
     });
     let mut raw = Vec::new();
-    step("read to EOF", rd.read_to_end(&mut raw))
+    step_within(STEP, "read to EOF", rd.read_to_end(&mut raw))
         .await
         .expect("clean EOF");
     assert!(
@@ -153,10 +147,10 @@ async fn plain_http_early_413_reaches_a_large_upload() {
         "{}",
         String::from_utf8_lossy(&raw)
     );
-    step("upload", writer)
+    step_within(STEP, "upload", writer)
         .await
         .unwrap()
         .expect("whole upload sent");
-    step("linger ends at the client's FIN", group.wait_idle()).await;
+    step_within(STEP, "linger ends at the client's FIN", group.wait_idle()).await;
     assert_eq!(group.stats().peer_eof, 1, "{:?}", group.stats());
 }

@@ -6,7 +6,7 @@
 //! fail with a broken pipe: an upload cut off, and no clean end of the response. The
 //! staged close fixes that on Unix sockets as on TCP.
 
-use std::future::{Future, IntoFuture};
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,19 +18,13 @@ use linger::{DrainBodyLayer, LingerGroup, LingeringListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::time::timeout;
 
 use crate::common::http1::{Framing, Reader};
+use crate::common::step_within;
 use crate::common::{upload_over, Upload};
 
 const STEP: Duration = Duration::from_secs(10);
 const LARGE_UPLOAD: usize = 16 * 1024 * 1024;
-
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// A directory of its own under the system temp dir for one socket; removed on drop.
 struct SocketDir(PathBuf);
@@ -90,7 +84,7 @@ async fn serve(lingering: bool) -> (SocketDir, LingerGroup) {
 /// Reads one response with a `content-length` body; returns its head (lowercased) and
 /// body.
 async fn read_response(reader: &mut Reader<OwnedReadHalf>) -> (String, Vec<u8>) {
-    step("read a response", async {
+    step_within(STEP, "read a response", async {
         let response = reader.whole_response().await.expect("a whole response");
         let head = response.raw_head.trim_end().to_ascii_lowercase();
         let framing = response.head.framing();
@@ -126,7 +120,12 @@ async fn early_413_to_a_large_upload_over_a_unix_socket() {
         "{text}"
     );
     assert!(text.ends_with("too large"), "{text}");
-    step("linger ends at the client's shutdown", group.wait_idle()).await;
+    step_within(
+        STEP,
+        "linger ends at the client's shutdown",
+        group.wait_idle(),
+    )
+    .await;
     let stats = group.stats();
     assert_eq!(stats.peer_eof, 1, "{stats:?}");
     assert!(stats.bytes_discarded > 0, "{stats:?}");
@@ -134,7 +133,7 @@ async fn early_413_to_a_large_upload_over_a_unix_socket() {
 
 /// Sends a 16 MiB upload to `/upload` and its shutdown while reading to the end.
 async fn upload(dir: &SocketDir) -> Upload {
-    let stream = step("connect", UnixStream::connect(dir.socket()))
+    let stream = step_within(STEP, "connect", UnixStream::connect(dir.socket()))
         .await
         .unwrap();
     let head =
@@ -148,32 +147,44 @@ async fn upload(dir: &SocketDir) -> Upload {
 #[tokio::test]
 async fn ignored_body_is_drained_and_the_unix_connection_reused() {
     let (dir, group) = serve(true).await;
-    let stream = step("connect", UnixStream::connect(dir.socket()))
+    let stream = step_within(STEP, "connect", UnixStream::connect(dir.socket()))
         .await
         .unwrap();
     let (rd, mut wr) = stream.into_split();
     let mut reader = Reader::new(rd);
 
     let head = "POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n";
-    step("head", wr.write_all(head.as_bytes())).await.unwrap();
+    step_within(STEP, "head", wr.write_all(head.as_bytes()))
+        .await
+        .unwrap();
     let (head, body) = read_response(&mut reader).await;
     assert!(head.starts_with("http/1.1 413"), "{head}");
     assert!(!head.contains("connection: close"), "{head}");
     assert_eq!(body, b"too large");
-    step("body", wr.write_all(&[b'x'; 5000])).await.unwrap();
+    step_within(STEP, "body", wr.write_all(&[b'x'; 5000]))
+        .await
+        .unwrap();
 
     let next = "POST /next HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n";
-    step("next", wr.write_all(next.as_bytes())).await.unwrap();
+    step_within(STEP, "next", wr.write_all(next.as_bytes()))
+        .await
+        .unwrap();
     let (head, body) = read_response(&mut reader).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, b"next");
 
-    step("client shutdown", wr.shutdown()).await.unwrap();
-    let mut rest = Vec::new();
-    step("server closes", reader.get_mut().read_to_end(&mut rest))
+    step_within(STEP, "client shutdown", wr.shutdown())
         .await
-        .expect("clean EOF");
+        .unwrap();
+    let mut rest = Vec::new();
+    step_within(
+        STEP,
+        "server closes",
+        reader.get_mut().read_to_end(&mut rest),
+    )
+    .await
+    .expect("clean EOF");
     assert!(rest.is_empty() && reader.buffered().is_empty());
-    step("linger ends", group.wait_idle()).await;
+    step_within(STEP, "linger ends", group.wait_idle()).await;
     assert_eq!(group.stats().closes(), 1, "{:?}", group.stats());
 }

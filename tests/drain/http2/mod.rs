@@ -29,24 +29,19 @@ mod streams;
 mod whole_responses;
 mod wire;
 
-use std::future::Future;
 use std::time::Duration;
 
 use linger::{DrainBodyLayer, DrainCounters, DrainStats};
 
 use crate::common;
+pub(crate) use crate::common::step_within;
 
 const KIB: usize = 1024;
 
 /// Upper bound for any single step here, twice the suite's [`common::STEP`]:
 /// TLS handshakes, curl runs and HTTP/2 connections that end after their
 /// streams.
-const STEP: Duration = Duration::from_secs(10);
-
-/// [`common::step`], bounded by this module's [`STEP`].
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    common::step_within(STEP, what, fut).await
-}
+pub(crate) const STEP: Duration = Duration::from_secs(10);
 
 /// [`common::settled`], bounded by this module's [`STEP`].
 async fn settled(counters: &DrainCounters, bodies: u64) -> DrainStats {

@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use super::body::{channel_body, no_body, ChannelBody};
 use super::server::{serve, Transport};
 use super::wire::{Wire, NO_ERROR};
-use super::{settled, step, KIB};
+use super::{settled, step_within, KIB, STEP};
 use crate::common::{counted, layer_enabled, TestBody, TestRequest, TestResponse};
 
 /// What the handler does with the body.
@@ -241,7 +241,7 @@ fn run_property(limit: usize, script: Vec<Exchange>) -> Result<(), TestCaseError
                 Sending::Abort => Some(tx),
             };
             let mut send = send.clone();
-            step("ready", send.ready()).await.unwrap();
+            step_within(STEP, "ready", send.ready()).await.unwrap();
             // Sent in order: exchange `i` is stream `2 i + 1`.
             let res = send.send_request(
                 Request::post(server.url("/script"))
@@ -263,7 +263,7 @@ fn run_property(limit: usize, script: Vec<Exchange>) -> Result<(), TestCaseError
             }));
         }
         for (exchange, res) in script.iter().zip(responses) {
-            let res = step("response", res).await.unwrap();
+            let res = step_within(STEP, "response", res).await.unwrap();
             prop_assert_eq!(res, Ok(Bytes::from_static(b"done")), "{:?}", exchange);
         }
         let bodies = script.iter().filter(|e| e.counted()).count() as u64;

@@ -25,8 +25,9 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tower::ServiceBuilder;
 
-use super::step;
 use super::wire::{Conn, Sniffed, Wire};
+use super::STEP;
+use crate::common::step_within;
 use crate::common::tls::SelfSigned;
 use crate::common::{self, layer_enabled, text, Handler, TestRequest, TestResponse};
 
@@ -214,7 +215,7 @@ async fn serve_conn<T>(
 impl Server {
     /// The server's side of the next connection it accepts.
     pub async fn next_conn(&self) -> Conn {
-        step("server accepts", async {
+        step_within(STEP, "server accepts", async {
             self.conns.lock().await.recv().await
         })
         .await
@@ -234,15 +235,16 @@ impl Server {
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let tcp = step("connect", TcpStream::connect(self.addr))
+        let tcp = step_within(STEP, "connect", TcpStream::connect(self.addr))
             .await
             .unwrap();
         let builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
         match self.transport {
             Transport::H2c => {
-                let (send, conn) = step("h2 handshake", builder.handshake(TokioIo::new(tcp)))
-                    .await
-                    .unwrap();
+                let (send, conn) =
+                    step_within(STEP, "h2 handshake", builder.handshake(TokioIo::new(tcp)))
+                        .await
+                        .unwrap();
                 (
                     send,
                     ClientConn(tokio::spawn(async move { conn.await.is_ok() })),
@@ -250,13 +252,14 @@ impl Server {
             }
             Transport::Tls => {
                 let name = ServerName::try_from("localhost").unwrap();
-                let tls = step("TLS handshake", self.connector.connect(name, tcp))
+                let tls = step_within(STEP, "TLS handshake", self.connector.connect(name, tcp))
                     .await
                     .unwrap();
                 assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-                let (send, conn) = step("h2 handshake", builder.handshake(TokioIo::new(tls)))
-                    .await
-                    .unwrap();
+                let (send, conn) =
+                    step_within(STEP, "h2 handshake", builder.handshake(TokioIo::new(tls)))
+                        .await
+                        .unwrap();
                 (
                     send,
                     ClientConn(tokio::spawn(async move { conn.await.is_ok() })),
@@ -290,7 +293,7 @@ impl Server {
             .arg(format!("@{}", body.display()))
             .arg(self.url(path))
             .kill_on_drop(true);
-        step("curl", command.output()).await.unwrap()
+        step_within(STEP, "curl", command.output()).await.unwrap()
     }
 }
 
@@ -299,7 +302,9 @@ pub struct ClientConn(tokio::task::JoinHandle<bool>);
 
 impl ClientConn {
     pub async fn closed(self) -> bool {
-        step("client connection ends", self.0).await.unwrap()
+        step_within(STEP, "client connection ends", self.0)
+            .await
+            .unwrap()
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::body::{channel_body, no_body, ChannelBody};
 use super::server::{ignore_or_consume, serve, serve_with, Options, Transport};
 use super::wire::NO_ERROR;
-use super::{readme_layer, settled, step, KIB};
+use super::{readme_layer, settled, step_within, KIB, STEP};
 use crate::common::{counted, layer_enabled, TestRequest};
 
 // ----------------------------------------------------- beyond the limit --
@@ -38,23 +38,30 @@ async fn above_the_limit_the_response_goes_then_the_stream_is_reset() {
         let req = Request::post(server.url("/upload"))
             .body(Full::new(Bytes::from(vec![b'u'; 2048 * KIB])))
             .unwrap();
-        let res = step("413", send.send_request(req)).await.unwrap();
+        let res = step_within(STEP, "413", send.send_request(req))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let body = step("413 body", res.into_body().collect()).await.unwrap();
+        let body = step_within(STEP, "413 body", res.into_body().collect())
+            .await
+            .unwrap();
         assert_eq!(body.to_bytes(), "upload too large\n");
 
         let wire = conn.until("reset", |wire| !wire.resets().is_empty()).await;
         assert_eq!(wire.resets(), [(1, NO_ERROR)], "{transport:?}");
         assert!(wire.response_ended_before_reset(1), "{wire:?}");
 
-        step("ready", send.ready()).await.unwrap();
-        let res = step(
+        step_within(STEP, "ready", send.ready()).await.unwrap();
+        let res = step_within(
+            STEP,
             "GET",
             send.send_request(Request::get(server.url("/")).body(Full::default()).unwrap()),
         )
         .await
         .unwrap();
-        let body = step("GET body", res.into_body().collect()).await.unwrap();
+        let body = step_within(STEP, "GET body", res.into_body().collect())
+            .await
+            .unwrap();
         assert_eq!(body.to_bytes(), "hello");
         if layer_enabled() {
             let stats = settled(&counters, 1).await;
@@ -85,8 +92,12 @@ async fn a_stalled_body_is_reset_at_the_deadline_after_an_immediate_response() {
     body_tx.send(Ok(Bytes::from(vec![b's'; 16 * KIB]))).unwrap();
     let req = Request::post(server.url("/ignore")).body(body).unwrap();
     let start = Instant::now();
-    let res = step("response", send.send_request(req)).await.unwrap();
-    let body = step("body", res.into_body().collect()).await.unwrap();
+    let res = step_within(STEP, "response", send.send_request(req))
+        .await
+        .unwrap();
+    let body = step_within(STEP, "body", res.into_body().collect())
+        .await
+        .unwrap();
     assert_eq!(body.to_bytes(), "ignored");
     assert!(
         start.elapsed() < Duration::from_millis(300),
@@ -108,8 +119,9 @@ async fn a_stalled_body_is_reset_at_the_deadline_after_an_immediate_response() {
         );
     }
 
-    step("ready", send.ready()).await.unwrap();
-    let res = step(
+    step_within(STEP, "ready", send.ready()).await.unwrap();
+    let res = step_within(
+        STEP,
         "GET",
         send.send_request(Request::get(server.url("/")).body(no_body()).unwrap()),
     )
@@ -152,18 +164,21 @@ async fn many_ignored_streams_then_a_get_answered_at_once() {
                 assert_eq!(body, "ignored");
             });
         }
-        step("50 uploads", uploads.join_all()).await;
+        step_within(STEP, "50 uploads", uploads.join_all()).await;
 
         let mut get = send.clone();
         let start = Instant::now();
-        step("ready", get.ready()).await.unwrap();
-        let res = step(
+        step_within(STEP, "ready", get.ready()).await.unwrap();
+        let res = step_within(
+            STEP,
             "GET",
             get.send_request(Request::get(server.url("/")).body(Full::default()).unwrap()),
         )
         .await
         .unwrap();
-        let body = step("GET body", res.into_body().collect()).await.unwrap();
+        let body = step_within(STEP, "GET body", res.into_body().collect())
+            .await
+            .unwrap();
         assert_eq!(body.to_bytes(), "hello");
         assert!(
             start.elapsed() < Duration::from_secs(1),
@@ -217,19 +232,25 @@ async fn a_body_still_streamed_by_the_handler_is_left_to_it() {
 
     let (body_tx, body) = channel_body(3 * 64 * 1024);
     body_tx.send(Ok(Bytes::from(vec![b'a'; 64 * KIB]))).unwrap();
-    let res = step(
+    let res = step_within(
+        STEP,
         "response",
         send.send_request(Request::post(server.url("/stream")).body(body).unwrap()),
     )
     .await
     .unwrap();
-    let body = step("body", res.into_body().collect()).await.unwrap();
+    let body = step_within(STEP, "body", res.into_body().collect())
+        .await
+        .unwrap();
     assert_eq!(body.to_bytes(), "streaming");
     // The rest comes after the response.
     body_tx.send(Ok(Bytes::from(vec![b'b'; 64 * KIB]))).unwrap();
     body_tx.send(Ok(Bytes::from(vec![b'c'; 64 * KIB]))).unwrap();
     drop(body_tx);
-    assert_eq!(step("task read", read_rx.recv()).await, Some(3 * 64 * KIB));
+    assert_eq!(
+        step_within(STEP, "task read", read_rx.recv()).await,
+        Some(3 * 64 * KIB)
+    );
     if layer_enabled() {
         let stats = settled(&counters, 1).await;
         assert_eq!(
@@ -273,9 +294,13 @@ async fn a_connection_close_from_the_handler_changes_nothing_on_http2() {
         let req = Request::post(server.url("/ignore"))
             .body(Full::new(Bytes::from(vec![b'l'; 250_000])))
             .unwrap();
-        let res = step("response", send.send_request(req)).await.unwrap();
+        let res = step_within(STEP, "response", send.send_request(req))
+            .await
+            .unwrap();
         assert!(res.headers().get(header::CONNECTION).is_none());
-        let body = step("body", res.into_body().collect()).await.unwrap();
+        let body = step_within(STEP, "body", res.into_body().collect())
+            .await
+            .unwrap();
         assert_eq!(body.to_bytes(), "ignored");
         if layer_enabled() {
             let stats = settled(&counters, 1).await;
@@ -285,12 +310,16 @@ async fn a_connection_close_from_the_handler_changes_nothing_on_http2() {
                 "{stats:?}"
             );
         }
-        step("ready", send.ready()).await.unwrap();
+        step_within(STEP, "ready", send.ready()).await.unwrap();
         let req = Request::post(server.url("/consume"))
             .body(Full::new(Bytes::from_static(b"a=b&x=y")))
             .unwrap();
-        let res = step("next", send.send_request(req)).await.unwrap();
-        let body = step("next body", res.into_body().collect()).await.unwrap();
+        let res = step_within(STEP, "next", send.send_request(req))
+            .await
+            .unwrap();
+        let body = step_within(STEP, "next body", res.into_body().collect())
+            .await
+            .unwrap();
         assert_eq!(body.to_bytes(), "consumed 7");
 
         drop(send);
@@ -343,7 +372,7 @@ async fn connect_streams_are_left_alone() {
     let _conn = server.next_conn().await;
 
     for extended in [false, true] {
-        step("ready", send.ready()).await.unwrap();
+        step_within(STEP, "ready", send.ready()).await.unwrap();
         let mut req = if extended {
             Request::builder()
                 .method(Method::CONNECT)
@@ -357,15 +386,23 @@ async fn connect_streams_are_left_alone() {
         .body(Full::default())
         .unwrap();
         req.headers_mut().remove(header::CONTENT_LENGTH);
-        let mut res = step("CONNECT", send.send_request(req)).await.unwrap();
+        let mut res = step_within(STEP, "CONNECT", send.send_request(req))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let protocol = res.headers().get("x-protocol").cloned();
         assert_eq!(protocol.is_some(), extended, "{:?}", res.headers());
-        let upgraded = step("upgrade", hyper::upgrade::on(&mut res)).await.unwrap();
+        let upgraded = step_within(STEP, "upgrade", hyper::upgrade::on(&mut res))
+            .await
+            .unwrap();
         let mut io = TokioIo::new(upgraded);
-        step("write", io.write_all(b"ping")).await.unwrap();
+        step_within(STEP, "write", io.write_all(b"ping"))
+            .await
+            .unwrap();
         let mut echo = Vec::new();
-        step("echo", io.read_to_end(&mut echo)).await.unwrap();
+        step_within(STEP, "echo", io.read_to_end(&mut echo))
+            .await
+            .unwrap();
         assert_eq!(echo, b"ping");
     }
     assert_eq!(counters.snapshot(), DrainStats::default());

@@ -9,7 +9,7 @@ use linger::DrainCounters;
 
 use super::server::{ignore_or_consume, serve, Server, TempFile, Transport};
 use super::wire::{Wire, NO_ERROR};
-use super::{readme_layer, settled, step, KIB};
+use super::{readme_layer, settled, step_within, KIB, STEP};
 use crate::common::{counted, curl_available, layer_enabled};
 
 /// The bodies of issue 15: 64 KiB, 250 KB and 1 MiB.
@@ -103,11 +103,11 @@ async fn hyper_runs(server: &Server, size: usize, counters: &DrainCounters) -> M
             .body(Full::new(payload.clone()))
             .unwrap();
         let whole = async {
-            let res = step("response", send.send_request(req))
+            let res = step_within(STEP, "response", send.send_request(req))
                 .await
                 .map_err(|e| format!("request: {e}"))?;
             let status = res.status();
-            let body = step("response body", res.into_body().collect())
+            let body = step_within(STEP, "response body", res.into_body().collect())
                 .await
                 .map_err(|e| format!("body: {e}"))?
                 .to_bytes();

@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
-use super::step;
+use super::STEP;
+use crate::common::step_within;
 
 /// HTTP/2 frame types and the error code we look for.
 const DATA: u8 = 0x0;
@@ -177,15 +178,19 @@ pub struct Conn(pub watch::Receiver<Wire>);
 impl Conn {
     /// What the server wrote, once the connection has ended.
     pub async fn ended(&mut self) -> Wire {
-        step("server connection ends", self.0.wait_for(|wire| wire.ended))
-            .await
-            .expect("wire")
-            .clone()
+        step_within(
+            STEP,
+            "server connection ends",
+            self.0.wait_for(|wire| wire.ended),
+        )
+        .await
+        .expect("wire")
+        .clone()
     }
 
     /// What the server wrote, once `what` holds.
     pub async fn until(&mut self, what: &str, pred: impl FnMut(&Wire) -> bool) -> Wire {
-        step(what, self.0.wait_for(pred))
+        step_within(STEP, what, self.0.wait_for(pred))
             .await
             .expect("wire")
             .clone()
