@@ -2,12 +2,17 @@
 //! the client's input away from now on", found through the tokio task that serves both.
 //!
 //! hyper gives a service no handle on its connection's IO, but serves an HTTP/1
-//! connection from one tokio task: the task that reads the request head from the IO is
-//! the task that polls the service's response future. A [`LingeringIo`] therefore
-//! files its signal under the id of the task that reads from it, and the drain layer,
-//! when it settles a body in that task, finds the IO under the same id. A lookup that
-//! finds nothing (no `LingeringIo` beneath, HTTP/2 streams served from tasks of their
-//! own) leaves the layer to do without it.
+//! connection from one tokio task: the task that reads the request head from the IO
+//! calls the service and polls its response future. A [`LingeringIo`] therefore files
+//! its signal under the id of each task that reads from or writes to it, and the drain
+//! layer finds it under the id of the task that called it.
+//!
+//! That tie holds only while a task serves one connection. A task that has touched two
+//! `LingeringIo`s (several connections driven from one task with `tokio::join!` or
+//! `FuturesUnordered`, a handler that opens one of its own) has no signal at all until
+//! every IO it touched is gone, and a response future polled on another task than the
+//! one that called the service finds none either: there the layer does without the IO,
+//! as it would with none beneath, rather than risk signalling another connection's IO.
 //!
 //! [`LingeringIo`]: crate::LingeringIo
 
@@ -24,6 +29,15 @@ use tokio::task;
 const SHARDS: usize = 16;
 
 type Hasher = BuildHasherDefault<IdHasher>;
+
+/// What is filed under one task.
+#[derive(Debug)]
+struct Filed {
+    /// The signal of the one IO the task touched; `None` once it touched two.
+    signal: Option<Arc<DiscardSignal>>,
+    /// How many IOs filed here are still alive.
+    ios: usize,
+}
 
 /// Hashes a task id, which tokio hands out unique, with one multiplication: the
 /// registry is on every connection's path, where SipHash would cost more than the rest.
@@ -48,52 +62,89 @@ impl std::hash::Hasher for IdHasher {
 }
 
 /// The signals of the `LingeringIo`s being read, by the id of the task reading them.
-static REGISTRY: [Mutex<HashMap<task::Id, Arc<DiscardSignal>, Hasher>>; SHARDS] =
+static REGISTRY: [Mutex<HashMap<task::Id, Filed, Hasher>>; SHARDS] =
     [const { Mutex::new(HashMap::with_hasher(BuildHasherDefault::new())) }; SHARDS];
 
-fn shard(
-    task: task::Id,
-) -> std::sync::MutexGuard<'static, HashMap<task::Id, Arc<DiscardSignal>, Hasher>> {
+fn shard(task: task::Id) -> std::sync::MutexGuard<'static, HashMap<task::Id, Filed, Hasher>> {
     let index = usize::from(Hasher::default().hash_one(task).to_be_bytes()[0]) % SHARDS;
     REGISTRY[index]
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Files `signal` under `task`, the task now reading its IO, unless another IO is filed
-/// there: the first IO a task reads is the connection it serves (a handler that reads
-/// another `LingeringIo` from the connection's task must not take its place).
-pub(crate) fn file(task: task::Id, signal: &Arc<DiscardSignal>) -> bool {
-    let mut shard = shard(task);
-    match shard.entry(task) {
-        Entry::Occupied(filed) => Arc::ptr_eq(filed.get(), signal),
+/// Files `signal` under `task`, a task now touching its IO. A second IO filed under the
+/// same task takes the signal away from both: the task's requests can no longer be told
+/// apart by task.
+pub(crate) fn file(task: task::Id, signal: &Arc<DiscardSignal>) {
+    match shard(task).entry(task) {
+        Entry::Occupied(mut filed) => {
+            let filed = filed.get_mut();
+            filed.ios += 1;
+            if filed.signal.take().is_some() {
+                tracing::debug!(
+                    ?task,
+                    "a task serves several LingeringIo: its requests are drained without them"
+                );
+            }
+        }
         Entry::Vacant(vacant) => {
-            vacant.insert(Arc::clone(signal));
-            true
+            vacant.insert(Filed {
+                signal: Some(Arc::clone(signal)),
+                ios: 1,
+            });
         }
     }
 }
 
-/// Takes `signal` out from under `task`, unless another IO of that task replaced it.
-pub(crate) fn withdraw(task: task::Id, signal: &Arc<DiscardSignal>) {
+/// Undoes one [`file`] of an IO under `task`: the IO moved to another task or is gone.
+pub(crate) fn withdraw(task: task::Id) {
     let mut shard = shard(task);
-    if shard
-        .get(&task)
-        .is_some_and(|filed| Arc::ptr_eq(filed, signal))
-    {
-        shard.remove(&task);
+    if let Entry::Occupied(mut filed) = shard.entry(task) {
+        filed.get_mut().ios -= 1;
+        if filed.get().ios == 0 {
+            filed.remove();
+        }
     }
 }
 
-/// The signal of the `LingeringIo` that the running task reads, if any.
-pub(crate) fn of_current_task() -> Option<Arc<DiscardSignal>> {
+/// The id of the running task, to be compared by [`for_request`] when the response is
+/// ready.
+pub(crate) fn calling_task() -> Option<task::Id> {
+    task::try_id()
+}
+
+/// The signal of the one `LingeringIo` of the connection whose service was called from
+/// `called_from`, if the running task is that task and touches that IO alone.
+pub(crate) fn for_request(called_from: Option<task::Id>) -> Option<Arc<DiscardSignal>> {
     let task = task::try_id()?;
-    shard(task).get(&task).cloned()
+    if called_from != Some(task) {
+        tracing::debug!(
+            "the response future runs on another task than its service call: draining without the connection's LingeringIo"
+        );
+        return None;
+    }
+    let found = of_task(task);
+    if found.is_none() {
+        tracing::debug!("no LingeringIo of this connection found: draining without it");
+    }
+    found
+}
+
+fn of_task(task: task::Id) -> Option<Arc<DiscardSignal>> {
+    shard(task)
+        .get(&task)
+        .and_then(|filed| filed.signal.clone())
 }
 
 /// Whether the response being written ends the connection with its request unread:
 /// then nothing will read the client's input any more, and the `LingeringIo` throws it
 /// away while it writes.
+///
+/// Raised in two cases: the response ends the connection anyway (`Connection: close`)
+/// and the layer leaves the rest of the body to the IO; or the layer gave up on the body
+/// (over its limit, past its deadline, failed), which makes hyper close after the
+/// response. From then on the IO also shows hyper the end of the input, so that hyper
+/// never parses a byte that came after the ones thrown away.
 #[derive(Debug, Default)]
 pub(crate) struct DiscardSignal {
     raised: AtomicBool,
@@ -130,14 +181,15 @@ mod tests {
         client.write_all(b"x").await.unwrap();
         tokio::spawn(async move {
             let mut io = LingerGroup::default().wrap(server);
-            assert!(of_current_task().is_none());
+            let called_from = calling_task();
+            assert!(for_request(called_from).is_none());
             let mut buf = [0u8; 1];
             io.read_exact(&mut buf).await.unwrap();
-            let signal = of_current_task().expect("found from the task reading the IO");
+            let signal = for_request(called_from).expect("found from the task reading the IO");
             assert!(!signal.is_raised());
             signal.raise();
             drop(io);
-            assert!(of_current_task().is_none());
+            assert!(for_request(called_from).is_none());
             assert_eq!(Arc::strong_count(&signal), 1);
         })
         .await

@@ -21,7 +21,7 @@ use crate::{DrainStats, LingerStats};
 ///
 /// | name | kind | label | from |
 /// |---|---|---|---|
-/// | `linger_closes_total` | counter | `outcome`: `peer_eof`, `idle_timeout`, `total_timeout`, `byte_cap`, `error`, `skipped`, `aborted`, `released` | [`LingerStats`] outcome counters |
+/// | `linger_closes_total` | counter | `outcome`: `peer_eof`, `idle_timeout`, `total_timeout`, `byte_cap`, `error`, `skipped`, `aborted`, `stalled_write`, `released` | [`LingerStats`] outcome counters |
 /// | `linger_discarded_bytes_total` | counter | — | [`LingerStats::bytes_discarded`] |
 /// | `linger_lingering_connections` | gauge | — | [`LingerStats::lingering`] |
 /// | `linger_lingering_background_connections` | gauge | — | [`LingerStats::background`] |
@@ -158,6 +158,7 @@ mod tests {
             skipped: 6,
             aborted: 7,
             released: 11,
+            stalled_write: 12,
             lingering: 8,
             background: 9,
             bytes_discarded: 10,
@@ -223,7 +224,7 @@ mod tests {
     fn linger_metrics_list_every_field_once() {
         let stats = linger_stats();
         let metrics: Vec<Metric> = stats.metrics().collect();
-        check(&metrics, 11);
+        check(&metrics, 12);
         let closes: u64 = metrics
             .iter()
             .filter(|m| m.name == "linger_closes_total")

@@ -249,7 +249,7 @@ mod tests {
                         slot.drain_when_dropped(DrainWhenDropped::new(
                             policy,
                             window,
-                            None,
+                            crate::drain::decision::IoBeneath::none(),
                             counters.pending_outcome(),
                         ));
                         0

@@ -85,6 +85,33 @@ impl DrainWindow {
     }
 }
 
+/// The connection's `LingeringIo` as the layer sees it.
+#[derive(Debug)]
+pub(crate) struct IoBeneath {
+    /// Its signal, if the layer is sure which IO serves the request.
+    pub(crate) signal: Option<Arc<DiscardSignal>>,
+    /// The connection closes after the response anyway.
+    pub(crate) closes_anyway: bool,
+}
+
+impl IoBeneath {
+    /// No IO to tell anything (HTTP/2, or none found).
+    pub(crate) const fn none() -> Self {
+        Self {
+            signal: None,
+            closes_anyway: false,
+        }
+    }
+
+    /// The body will not be read any more and the connection ends after the
+    /// response: the IO throws the client's input away from now on.
+    fn give_up(&self) {
+        if let Some(signal) = &self.signal {
+            signal.raise();
+        }
+    }
+}
+
 /// How a decision left the body.
 pub(crate) enum Decision<B> {
     /// Nothing more will read it; `close` when the response must say that
@@ -101,16 +128,17 @@ pub(crate) enum Decision<B> {
 ///
 /// `cx` is the response future's context: with it, what has already arrived
 /// is taken at once, and the response may wait for the drain. `window` is
-/// asked only when the drain has to wait for the peer. `io_signal` is the
-/// signal of the `LingeringIo` beneath a connection that closes after the response
-/// anyway: that IO then throws the rest away, without copying, while the
-/// response is written and after the FIN, and nothing is drained here.
+/// asked only when the drain has to wait for the peer. `io` is the
+/// connection's `LingeringIo`: when the connection closes after the response
+/// anyway, it throws the rest away, without copying, while the response is
+/// written and after the FIN, and nothing is drained here; when the layer gives
+/// up on the body (now, or later in a drain), it takes over the input from then.
 pub(crate) fn decide<B>(
     unread: UnreadBody<B>,
     policy: DrainPolicy,
     pending_outcome: PendingOutcome,
     window: impl FnOnce() -> DrainWindow,
-    io_signal: Option<Arc<DiscardSignal>>,
+    io: IoBeneath,
     cx: Option<&mut Context<'_>>,
 ) -> Decision<B>
 where
@@ -121,12 +149,13 @@ where
         pending_outcome.record(Outcome::Read, 0, Duration::ZERO);
         return Decision::Settled { close: false };
     }
-    if let Some(signal) = io_signal {
+    if let (true, Some(signal)) = (io.closes_anyway, &io.signal) {
         signal.raise();
         pending_outcome.record(Outcome::LeftToLinger, 0, Duration::ZERO);
         return Decision::Settled { close: false };
     }
     if let Some(outcome) = refusal(progress, policy) {
+        io.give_up();
         pending_outcome.record(outcome, 0, Duration::ZERO);
         return Decision::Settled {
             close: policy.gives_up_by_closing(),
@@ -134,7 +163,7 @@ where
     }
     // Takes what has already arrived. A declared remainder above the limit
     // ends this at once, before anything is read.
-    let mut drainer = Drainer::new(body, policy.limit, pending_outcome);
+    let mut drainer = Drainer::new(body, policy.limit, pending_outcome, io.signal);
     let responding = cx.is_some();
     if let Some(cx) = cx {
         if let Poll::Ready(end) = drainer.poll_drain(cx) {
@@ -190,14 +219,13 @@ fn refusal(progress: Progress, policy: DrainPolicy) -> Option<Outcome> {
 /// Made where the body's type is known to be drainable, run from
 /// `DrainBody`'s `Drop`, which knows nothing about its type.
 pub(crate) struct DrainWhenDropped<B> {
-    dropped:
-        fn(UnreadBody<B>, DrainPolicy, DrainWindow, PendingOutcome, Option<Arc<DiscardSignal>>),
+    dropped: fn(UnreadBody<B>, DrainPolicy, DrainWindow, PendingOutcome, IoBeneath),
     policy: DrainPolicy,
     /// Fixed at the response: the deadline counts from there, and `Drop` is
     /// no place to ask whether the runtime has timers, nor which connection
     /// the body came on.
     window: DrainWindow,
-    io_signal: Option<Arc<DiscardSignal>>,
+    io: IoBeneath,
     pending_outcome: PendingOutcome,
 }
 
@@ -208,16 +236,16 @@ where
     pub(crate) fn new(
         policy: DrainPolicy,
         window: DrainWindow,
-        io_signal: Option<Arc<DiscardSignal>>,
+        io: IoBeneath,
         pending_outcome: PendingOutcome,
     ) -> Self {
         Self {
-            dropped: |unread, policy, window, pending_outcome, io_signal| {
-                decide(unread, policy, pending_outcome, || window, io_signal, None);
+            dropped: |unread, policy, window, pending_outcome, io| {
+                decide(unread, policy, pending_outcome, || window, io, None);
             },
             policy,
             window,
-            io_signal,
+            io,
             pending_outcome,
         }
     }
@@ -232,7 +260,7 @@ impl<B> DrainWhenDropped<B> {
             self.policy,
             self.window,
             self.pending_outcome,
-            self.io_signal,
+            self.io,
         );
     }
 }
@@ -338,7 +366,7 @@ mod tests {
             policy,
             counters.pending_outcome(),
             || DrainWindow::from_now(policy.timeout),
-            None,
+            IoBeneath::none(),
             Some(&mut cx),
         ) {
             Decision::Settled { close } => Some(close),
@@ -401,7 +429,7 @@ mod tests {
                 policy,
                 counters.pending_outcome(),
                 || DrainWindow::from_now(policy.timeout),
-                None,
+                IoBeneath::none(),
                 Some(&mut cx),
             );
             match decision {

@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Buf;
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::counters::{Outcome, PendingOutcome};
+use crate::discard_signal::DiscardSignal;
 
 /// Reads and discards a body, within a byte limit, and settles its
 /// [`PendingOutcome`] with how that ended.
@@ -25,6 +27,11 @@ pub(crate) struct Drainer<B> {
     started: Instant,
     /// Taken when the drain is settled.
     pending_outcome: Option<PendingOutcome>,
+    /// The connection's `LingeringIo`, told when the drain gives up: the
+    /// connection then ends after the response, and the IO takes over the
+    /// client's input, so that a client sending its whole body before it reads
+    /// gets the response.
+    io_signal: Option<Arc<DiscardSignal>>,
 }
 
 /// How a drain ended.
@@ -58,13 +65,19 @@ impl<B> Drainer<B>
 where
     B: Body + Unpin,
 {
-    pub(crate) fn new(body: B, limit: u64, pending_outcome: PendingOutcome) -> Self {
+    pub(crate) fn new(
+        body: B,
+        limit: u64,
+        pending_outcome: PendingOutcome,
+        io_signal: Option<Arc<DiscardSignal>>,
+    ) -> Self {
         Self {
             body,
             limit,
             drained: 0,
             started: Instant::now(),
             pending_outcome: Some(pending_outcome),
+            io_signal,
         }
     }
 
@@ -72,12 +85,24 @@ where
     /// after waiting for the peer. The body goes with the drainer; dropping it
     /// unfinished tells hyper to close after the response.
     pub(crate) fn finish(mut self, end: DrainEnd, inline: bool) {
+        if end != DrainEnd::Complete {
+            self.hand_input_to_io();
+        }
         self.record(end.outcome(inline));
     }
 
     /// Ends the drain before it started waiting for the peer, as `outcome`.
     pub(crate) fn give_up(mut self, outcome: Outcome) {
+        self.hand_input_to_io();
         self.record(outcome);
+    }
+
+    /// Before the body is dropped (which has hyper give up on it), so that hyper
+    /// already sees the input's end when it tries to read the rest.
+    fn hand_input_to_io(&mut self) {
+        if let Some(signal) = self.io_signal.take() {
+            signal.raise();
+        }
     }
 
     /// Counts this drain in the `draining` gauge until it ends.

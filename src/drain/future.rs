@@ -13,9 +13,9 @@ use tokio::time::Sleep;
 use super::body::{AtResponse, Handoff};
 use super::close_header::{ends_connection, mark_close};
 use super::counters::{Outcome, PendingOutcome};
-use super::decision::{decide, Decision, DrainPolicy, DrainWhenDropped, DrainWindow};
+use super::decision::{decide, Decision, DrainPolicy, DrainWhenDropped, DrainWindow, IoBeneath};
 use super::drainer::{DrainEnd, Drainer};
-use crate::discard_signal::{self, DiscardSignal};
+use crate::discard_signal;
 
 pin_project! {
     /// Response future of [`DrainBodyService`](crate::DrainBodyService).
@@ -42,6 +42,9 @@ pub(crate) struct TrackedBody<B> {
     pub(crate) connect: bool,
     pub(crate) version: Version,
     pub(crate) pending_outcome: PendingOutcome,
+    /// The task that called the service: only there can the connection's
+    /// `LingeringIo` be found.
+    pub(crate) called_from: Option<tokio::task::Id>,
 }
 
 /// A drain the response waits for (`wait_for_drain(true)`).
@@ -83,7 +86,7 @@ where
                 let end = ready!(waiting.poll(cx));
                 if let Some((waiting, mut output)) = this.waiting.take() {
                     if let (Ok(response), false) = (&mut output, end == DrainEnd::Complete) {
-                        announce_close(response, waiting.version);
+                        mark_close(response, waiting.version);
                     }
                     waiting.drainer.finish(end, false);
                     return Poll::Ready(output);
@@ -135,6 +138,7 @@ where
         connect,
         version,
         pending_outcome,
+        called_from,
     } = tracked;
     // hyper hands the connection over after these, and only these: other
     // answers to `Upgrade` and `CONNECT` are ordinary responses.
@@ -152,13 +156,8 @@ where
         }
         AtResponse::StillHeld(slot) => {
             let window = DrainWindow::from_now(policy.timeout);
-            let io_signal = signal_if_closing(policy, response);
-            slot.drain_when_dropped(DrainWhenDropped::new(
-                policy,
-                window,
-                io_signal,
-                pending_outcome,
-            ));
+            let io = io_beneath(policy, response, called_from);
+            slot.drain_when_dropped(DrainWhenDropped::new(policy, window, io, pending_outcome));
             tracing::debug!(
                 outcome = "held",
                 timeout_ms = u64::try_from(policy.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -168,11 +167,11 @@ where
         }
     };
     let window = || DrainWindow::from_now(policy.timeout);
-    let io_signal = signal_if_closing(policy, response);
-    match decide(unread, policy, pending_outcome, window, io_signal, Some(cx)) {
+    let io = io_beneath(policy, response, called_from);
+    match decide(unread, policy, pending_outcome, window, io, Some(cx)) {
         Decision::Settled { close } => {
             if close {
-                announce_close(response, version);
+                mark_close(response, version);
             }
             None
         }
@@ -185,29 +184,24 @@ where
     }
 }
 
-/// The signal of the `LingeringIo` beneath, if the connection closes after
-/// `response` anyway (as the request or the response says).
-fn signal_if_closing<ResBody>(
+/// The connection's `LingeringIo`, if the layer can be sure which it is, and
+/// whether the connection closes after `response` anyway (as the request or
+/// the response says).
+fn io_beneath<ResBody>(
     policy: DrainPolicy,
     response: &Response<ResBody>,
-) -> Option<Arc<DiscardSignal>> {
+    called_from: Option<tokio::task::Id>,
+) -> IoBeneath {
     // An HTTP/2 stream never ends its connection (hyper strips a
     // `Connection` header the handler sets), and the IO beneath must keep
     // every byte for the other streams.
     if policy.multiplexed {
-        return None;
+        return IoBeneath::none();
     }
-    let closes = policy.request_closes || ends_connection(response.version(), response.headers());
-    closes.then(discard_signal::of_current_task).flatten()
-}
-
-/// Marks `response` as the last on its connection, and has the
-/// `LingeringIo` beneath, if any, throw away what the client still sends
-/// while the response is written: the body will not be read any more.
-fn announce_close<ResBody>(response: &mut Response<ResBody>, version: Version) {
-    mark_close(response, version);
-    if let Some(signal) = discard_signal::of_current_task() {
-        signal.raise();
+    IoBeneath {
+        signal: discard_signal::for_request(called_from),
+        closes_anyway: policy.request_closes
+            || ends_connection(response.version(), response.headers()),
     }
 }
 

@@ -11,6 +11,7 @@ use super::close_header::ends_connection;
 use super::counters::{DrainCounters, Outcome, PendingOutcome};
 use super::decision::DrainPolicy;
 use super::future::{ResponseFuture, TrackedBody};
+use crate::discard_signal;
 
 /// The settings of a [`DrainBodyLayer`](crate::DrainBodyLayer), which every
 /// service it makes keeps a copy of.
@@ -137,6 +138,7 @@ where
         connect,
         version,
         pending_outcome,
+        called_from: discard_signal::calling_task(),
     };
     ResponseFuture::tracked(
         inner.call(Request::from_parts(parts, tracked(body))),

@@ -75,6 +75,9 @@ pub(crate) struct Close {
     /// Where the time bounds count from: the first discard while a closing response is
     /// written, then the start of the close, then the moment a dropped IO is let go.
     since: Option<Instant>,
+    /// Throwing the input away while writing has reached the byte cap or the total
+    /// timeout: a write that stalls from then on has until the total timeout.
+    input_bound_reached: bool,
     /// While discarding after the FIN, the idle timeout counts from here.
     last_read: Instant,
     /// Wakes the close at the total cap, or sooner at the idle timeout while discarding.
@@ -108,6 +111,7 @@ impl Close {
             runtime: timers::runtime(),
             discarded: 0,
             since: None,
+            input_bound_reached: false,
             last_read: Instant::now(),
             timer: None,
             slot: None,
@@ -125,6 +129,7 @@ impl Close {
             runtime: None,
             discarded: 0,
             since: None,
+            input_bound_reached: false,
             last_read: self.last_read,
             timer: None,
             slot: None,
@@ -159,12 +164,38 @@ impl Close {
         if self.peer_eof || self.phase != Phase::Open {
             return;
         }
-        let since = *self.since.get_or_insert_with(Instant::now);
-        let deadline = timers::instant_after(since, self.group.config().total_timeout);
-        if let Stop::Yielded = self.discard(io, read, deadline, cx) {
-            // As a stalled write would not, come back for more.
-            cx.waker().wake_by_ref();
+        if self.input_bound_reached {
+            return;
         }
+        self.since.get_or_insert_with(Instant::now);
+        match self.discard(io, read, self.deadline(), cx) {
+            // As a stalled write would not, come back for more.
+            Stop::Yielded => cx.waker().wake_by_ref(),
+            Stop::ByteCap | Stop::Deadline => {
+                tracing::debug!(
+                    bytes_discarded = self.discarded,
+                    "stopped throwing away the client's input while writing"
+                );
+                self.input_bound_reached = true;
+            }
+            Stop::PeerEof | Stop::Failed(_) | Stop::Blocked => {}
+        }
+    }
+
+    /// A write stalled while the client's input is meant to be thrown away: once that
+    /// has stopped at a bound, the client neither reads nor stops sending, and the write
+    /// fails at the total timeout (counted as `stalled_write`) rather than wait forever.
+    pub(crate) fn poll_stalled_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if !self.input_bound_reached || self.phase != Phase::Open || self.runtime.is_none() {
+            return Poll::Pending;
+        }
+        std::task::ready!(self.poll_timer(self.deadline(), cx));
+        self.finish(Outcome::StalledWrite);
+        self.phase = Phase::Failed(io::ErrorKind::TimedOut);
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client neither reads the response nor stops sending (total_timeout)",
+        ))
     }
 
     /// Starts the close: what follows is bounded by the total timeout from now. Asks for

@@ -123,12 +123,12 @@ pub struct LingeringIo<T> {
     close: Close,
     mode: CloseMode<T>,
     /// What the drain layer serving this IO's requests tells it (see
-    /// `crate::discard_signal`), minted once and filed under the task reading the IO.
+    /// `crate::discard_signal`), minted once and filed under the task using the IO.
     signal: Arc<DiscardSignal>,
-    /// The task last seen reading the IO, under which `signal` is filed (`true`) or not,
-    /// and its waker: a read from the same task is told by comparing wakers, which costs
-    /// two compares.
-    reader: Option<(task::Id, Waker, bool)>,
+    /// The task last seen reading or writing the IO, under which `signal` is filed, and
+    /// its waker: a call from the same task is told by comparing wakers, which costs two
+    /// compares.
+    user: Option<(task::Id, Waker)>,
 }
 
 impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
@@ -150,7 +150,7 @@ impl<T> LingeringIo<T> {
             close: Close::open(group.clone()),
             mode,
             signal: Arc::default(),
-            reader: None,
+            user: None,
         }
     }
 
@@ -185,15 +185,15 @@ impl<T> LingeringIo<T> {
         self.close.group()
     }
 
-    /// Files the signal under the task reading the IO, so that the drain layer serving
-    /// its requests (polled by the same task) can find it. The reading task may change:
-    /// a TLS handshake on the accept loop, then the connection's task.
+    /// Files the signal under the task using the IO, so that the drain layer serving its
+    /// requests (called from the same task) can find it. The task may change: a TLS
+    /// handshake on the accept loop, then the connection's task.
     #[inline]
-    fn note_reader(&mut self, cx: &Context<'_>) {
+    fn note_task(&mut self, cx: &Context<'_>) {
         let same = self
-            .reader
+            .user
             .as_ref()
-            .is_some_and(|(_, waker, _)| waker.will_wake(cx.waker()));
+            .is_some_and(|(_, waker)| waker.will_wake(cx.waker()));
         if !same {
             self.file_signal(cx);
         }
@@ -202,7 +202,7 @@ impl<T> LingeringIo<T> {
     #[cold]
     fn file_signal(&mut self, cx: &Context<'_>) {
         let Some(task) = task::try_id() else { return };
-        if let Some((filed_task, waker, _)) = &mut self.reader {
+        if let Some((filed_task, waker)) = &mut self.user {
             if *filed_task == task {
                 // The same task, with a waker that compares differently.
                 waker.clone_from(cx.waker());
@@ -210,33 +210,44 @@ impl<T> LingeringIo<T> {
             }
         }
         self.withdraw_signal();
-        // Not filed when the task already reads another `LingeringIo`.
-        let filed = discard_signal::file(task, &self.signal);
-        self.reader = Some((task, cx.waker().clone(), filed));
+        discard_signal::file(task, &self.signal);
+        self.user = Some((task, cx.waker().clone()));
     }
 
     fn withdraw_signal(&mut self) {
-        if let Some((task, _, true)) = self.reader.take() {
-            discard_signal::withdraw(task, &self.signal);
+        if let Some((task, _)) = self.user.take() {
+            discard_signal::withdraw(task);
         }
     }
 }
 
 impl<T: AsyncRead + Unpin> LingeringIo<T> {
-    /// Before each write: a response is being served, and if it ends the connection with
-    /// the request unread, what the client still sends is thrown away.
+    /// Before each write: a response is being served, and if nothing will read the
+    /// request any more, what the client still sends is thrown away.
     #[inline]
     fn before_write(&mut self, cx: &mut Context<'_>) {
+        self.note_task(cx);
         if self.signal.is_raised() {
-            self.discard_while_writing(cx);
+            self.discard_input(cx);
         }
     }
 
     #[cold]
-    fn discard_while_writing(&mut self, cx: &mut Context<'_>) {
+    fn discard_input(&mut self, cx: &mut Context<'_>) {
         if let Some(io) = self.io.as_mut() {
             self.close
                 .discard_while_writing(io, self.mode.discard(), cx);
+        }
+    }
+
+    /// A write that cannot go on: once the client's input is no longer thrown away (past
+    /// the byte cap or the total timeout), a client that neither reads nor stops sending
+    /// would hold it forever. It fails at the total timeout instead.
+    #[cold]
+    fn stalled<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        match self.close.poll_stalled_write(cx) {
+            Poll::Ready(e) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -259,7 +270,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for LingeringIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.note_reader(cx);
+        this.note_task(cx);
+        if this.signal.is_raised() {
+            // Nothing reads this connection's input any more: hyper is shown its end, so
+            // that it never parses a byte that follows those thrown away beneath it.
+            this.discard_input(cx);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let wanted = buf.remaining() > 0;
         let res = Pin::new(this.get_mut()).poll_read(cx, buf);
@@ -280,7 +297,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.before_write(cx);
-        Pin::new(this.get_mut()).poll_write(cx, buf)
+        match Pin::new(this.get_mut()).poll_write(cx, buf) {
+            Poll::Pending if this.signal.is_raised() => this.stalled(cx),
+            res => res,
+        }
     }
 
     fn poll_write_vectored(
@@ -290,7 +310,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.before_write(cx);
-        Pin::new(this.get_mut()).poll_write_vectored(cx, bufs)
+        match Pin::new(this.get_mut()).poll_write_vectored(cx, bufs) {
+            Poll::Pending if this.signal.is_raised() => this.stalled(cx),
+            res => res,
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -300,7 +323,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for LingeringIo<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.before_write(cx);
-        Pin::new(this.get_mut()).poll_flush(cx)
+        match Pin::new(this.get_mut()).poll_flush(cx) {
+            Poll::Pending if this.signal.is_raised() => this.stalled(cx),
+            res => res,
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -49,6 +49,11 @@ outcome_table! {
             /// back in the middle of a close, or an IO without the drop path was dropped
             /// while closing.
             Aborted => aborted,
+            /// Connections ended because the client neither read the response nor
+            /// stopped sending: its input was thrown away up to the byte cap or the total
+            /// timeout while the response was written, and the write still could not go
+            /// on at the total timeout.
+            StalledWrite => stalled_write,
             /// IO taken back with [`into_inner`](crate::LingeringIo::into_inner) before its
             /// close started (or after `poll_shutdown` returned): the caller closes it.
             Released => released,
@@ -84,8 +89,11 @@ impl LingerStats {
     ///
     /// ```
     /// let stats = linger::LingerGroup::default().stats();
-    /// let closes = stats.metrics().filter(|m| m.name == "linger_closes_total").count();
-    /// assert_eq!(closes, 8); // one per outcome label
+    /// let peer_eof = stats
+    ///     .metrics()
+    ///     .find(|m| m.label == Some(("outcome", "peer_eof")))
+    ///     .expect("one metric per outcome");
+    /// assert_eq!((peer_eof.name, peer_eof.value), ("linger_closes_total", 0));
     /// ```
     pub fn metrics(&self) -> impl Iterator<Item = Metric> {
         let help =

@@ -458,10 +458,8 @@ async fn axum_answers_clients_that_send_first_whole() {
 /// `LingeringIo` beneath then throws away what the client sends while the response is
 /// written. The response arrives whole and the connection closes cleanly after it.
 ///
-/// In the default mode the response would already be on its way when the drain gives
-/// up, without `Connection: close`, and whether hyper then closes depends on what it
-/// has buffered: nothing may discard the client's bytes, and such a client waits (the
-/// README says so and points here). Before (d39598f) the waiting mode deadlocked too:
+/// (The default mode answers it too: see the next tests.) Before (d39598f) the waiting
+/// mode deadlocked too:
 /// the server stopped reading and blocked writing, the client blocked sending (here:
 /// the step's 5 s).
 async fn whole_responses_for_chunked_uploads_sent_first(
@@ -507,6 +505,73 @@ async fn axum_waiting_answers_chunked_uploads_sent_first_whole() {
     let group = listener.group().clone();
     tokio::spawn(async move { axum::serve(listener, app).await });
     whole_responses_for_chunked_uploads_sent_first(addr, &group, &counters).await;
+}
+
+/// The same client, sending 16 MiB and then 32 MiB chunked, to the README setups with
+/// nothing set beyond `DrainBodyLayer::new(256 * 1024)`: the response goes out at once,
+/// without `Connection: close`, while the layer drains; when the drain passes the limit
+/// it gives up, hyper will close after the response, and the `LingeringIo` beneath takes
+/// the input over (hyper sees its end, the IO throws the rest away while the response is
+/// written and after the FIN). The 8 MiB answer arrives whole, then a clean EOF.
+///
+/// Before, as with plain hyper: the drain stopped reading at the limit, the server
+/// blocked writing, the client blocked sending, and both waited (here: the client's
+/// 10 s write timeout, which fails the step). nginx answers it whole.
+async fn default_mode_answers_chunked_uploads_sent_first(
+    addr: SocketAddr,
+    group: &LingerGroup,
+    counters: &linger::DrainCounters,
+) {
+    for (round, body) in [16 << 20, 32 << 20].into_iter().enumerate() {
+        let (head, len) = step_within(
+            Duration::from_secs(15),
+            "send chunked, then read",
+            tokio::task::spawn_blocking(move || send_then_read(addr, body, Framing::Chunked)),
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{body} bytes sent first, chunked: {e}"));
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert_eq!(len, RESPONSE);
+        step_within(STEP, "linger ends", group.wait_idle()).await;
+        let stats = group.stats();
+        assert_eq!(stats.peer_eof, round as u64 + 1, "{stats:?}");
+    }
+    let drains = counters.snapshot();
+    assert_eq!((drains.over_limit, drains.settled()), (2, 2), "{drains:?}");
+    // Most of both bodies went beneath hyper, after the drain gave up.
+    assert!(
+        group.stats().bytes_discarded > 40 << 20,
+        "{:?}",
+        group.stats()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_answers_chunked_uploads_sent_first_by_default() {
+    let counters = linger::DrainCounters::new();
+    let listener = LingeringListener::new(bind().await);
+    let group = listener.group().clone();
+    let layer = DrainBodyLayer::new(256 * 1024).counters(counters.clone());
+    let addr = readme_hyper_with(listener, layer, ignores_and_answers_8_mib).await;
+    default_mode_answers_chunked_uploads_sent_first(addr, &group, &counters).await;
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_answers_chunked_uploads_sent_first_by_default() {
+    use axum::routing::post;
+
+    let counters = linger::DrainCounters::new();
+    let app = axum::Router::new()
+        .route("/ignore", post(|| async { "r".repeat(RESPONSE) }))
+        .layer(DrainBodyLayer::new(256 * 1024).counters(counters.clone()));
+    let tcp = bind().await;
+    let addr = tcp.local_addr().unwrap();
+    let listener = LingeringListener::new(tcp);
+    let group = listener.group().clone();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    default_mode_answers_chunked_uploads_sent_first(addr, &group, &counters).await;
 }
 
 // ---------------------------------------------------- connections that close anyway --
