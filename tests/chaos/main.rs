@@ -63,7 +63,7 @@ use behaviours::{Ledger, Session, BEHAVIOURS};
 use rng::Rng;
 #[cfg(feature = "axum")]
 use servers::start_axum;
-use servers::{start_hyper, Fleet};
+use servers::{start_hyper, start_hyper_one_task, Fleet};
 use wire::{PATTERN, SMUGGLE};
 
 /// Enough that every behaviour starts once against each of the three servers.
@@ -153,7 +153,7 @@ async fn chaos_fleet() {
     // The shared buffers are part of the baseline, not of what the run leaves behind.
     let _ = (SMUGGLE.len(), PATTERN.len());
     #[allow(unused_mut)]
-    let mut fleets = vec![start_hyper().await];
+    let mut fleets = vec![start_hyper().await, start_hyper_one_task().await];
     #[cfg(feature = "axum")]
     fleets.push(start_axum(false).await);
     #[cfg(feature = "axum")]

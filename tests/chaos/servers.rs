@@ -134,6 +134,19 @@ pub struct Fleet {
 
 /// README "Quick start: hyper", with short bounds.
 pub async fn start_hyper() -> Fleet {
+    start_hyper_with("hyper", false).await
+}
+
+/// The same service, with every connection driven from the accept loop's one task
+/// (`FuturesUnordered` in a `select!` loop, as single-task and embedded servers do): the
+/// layer cannot tell there which `LingeringIo` serves a request, and must do without.
+pub async fn start_hyper_one_task() -> Fleet {
+    start_hyper_with("hyper-one-task", true).await
+}
+
+async fn start_hyper_with(name: &'static str, one_task: bool) -> Fleet {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let group = LingerGroup::new(linger_config());
@@ -143,8 +156,13 @@ pub async fn start_hyper() -> Fleet {
     let counters = DrainCounters::new();
     let layer = drain_layer(&counters);
     tokio::spawn(async move {
+        let mut connections = FuturesUnordered::new();
         loop {
-            let Ok((stream, _peer)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                Some(()) = connections.next(), if !connections.is_empty() => continue,
+            };
+            let Ok((stream, _peer)) = accepted else {
                 // Out of descriptors, say: the clients' failures will tell.
                 tokio::task::yield_now().await;
                 continue;
@@ -167,15 +185,20 @@ pub async fn start_hyper() -> Fleet {
                         Ok(response)
                     }
                 });
-            tokio::spawn(async move {
+            let connection = async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                     .await;
-            });
+            };
+            if one_task {
+                connections.push(connection);
+            } else {
+                tokio::spawn(connection);
+            }
         }
     });
     Fleet {
-        name: "hyper",
+        name,
         addr,
         group,
         counters,

@@ -13,4 +13,5 @@ mod connection_ends;
 mod edges;
 mod hyper_servers;
 mod io;
+mod one_task;
 mod tls;
