@@ -574,6 +574,53 @@ async fn axum_answers_chunked_uploads_sent_first_by_default() {
     default_mode_answers_chunked_uploads_sent_first(addr, &group, &counters).await;
 }
 
+/// A client that neither reads nor stops sending, against a 413-style refusal of a
+/// 100 MB declared upload: the `LingeringIo` throws its input away while the 8 MiB
+/// answer is written, up to `max_bytes` (256 KiB here); from then on the write cannot go
+/// on, and it fails at `total_timeout` (500 ms here), counted as `stalled_write`, and the
+/// connection ends.
+///
+/// Before (af856a0) the write stayed stalled for as long as the client kept the socket:
+/// hyper has no write timeout (here: the step's 3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_neither_reads_nor_stops_sending_is_ended() {
+    let config = LingerConfig::new()
+        .max_bytes(256 * 1024)
+        .total_timeout(Duration::from_millis(500));
+    let listener = LingeringListener::with_config(bind().await, config);
+    let group = listener.group().clone();
+    let addr = readme_hyper(listener, ignores_and_answers_8_mib).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let sender = tokio::spawn(async move {
+        stream
+            .write_all(b"POST /ignore HTTP/1.1\r\nHost: test\r\nContent-Length: 100000000\r\n\r\n")
+            .await?;
+        let chunk = vec![b's'; 64 * 1024];
+        // Bounded: the server must end this long before.
+        for _ in 0..1600 {
+            stream.write_all(&chunk).await?;
+        }
+        Ok::<_, io::Error>(())
+    });
+    let ended = step_within(
+        Duration::from_secs(3),
+        "the server ends the connection",
+        sender,
+    )
+    .await
+    .unwrap();
+    assert!(ended.is_err(), "the client could send all of it: {ended:?}");
+    step_within(STEP, "counted", async {
+        while group.stats().stalled_write == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let stats = group.stats();
+    assert_eq!((stats.stalled_write, stats.closes()), (1, 1), "{stats:?}");
+    assert_eq!(stats.bytes_discarded, 256 * 1024, "{stats:?}");
+}
+
 // ---------------------------------------------------- connections that close anyway --
 
 /// A request that says `Connection: close` with a 64 KiB body the handler rejects
