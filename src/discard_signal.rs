@@ -195,4 +195,45 @@ mod tests {
         .await
         .unwrap();
     }
+
+    /// A task that reads two IOs finds no signal until both are gone; then the next IO
+    /// it reads is found again.
+    #[tokio::test]
+    async fn a_task_reading_two_ios_finds_neither() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(b"x").await.unwrap();
+            clients.push(client);
+            servers.push(LingerGroup::default().wrap(listener.accept().await.unwrap().0));
+        }
+        tokio::spawn(async move {
+            let called_from = calling_task();
+            let mut buf = [0u8; 1];
+            let mut third = servers.pop().unwrap();
+            let mut second = servers.pop().unwrap();
+            let mut first = servers.pop().unwrap();
+            first.read_exact(&mut buf).await.unwrap();
+            assert!(for_request(called_from).is_some());
+            second.read_exact(&mut buf).await.unwrap();
+            assert!(for_request(called_from).is_none(), "two IOs: neither");
+            drop(first);
+            assert!(
+                for_request(called_from).is_none(),
+                "one of two left: still neither"
+            );
+            drop(second);
+            third.read_exact(&mut buf).await.unwrap();
+            assert!(
+                for_request(called_from).is_some(),
+                "a task serving one IO again"
+            );
+        })
+        .await
+        .unwrap();
+        drop(clients);
+    }
 }
