@@ -23,6 +23,7 @@ use crate::{DrainStats, LingerStats};
 /// | `linger_discarded_bytes_total` | counter | — | [`LingerStats::bytes_discarded`] |
 /// | `linger_lingering_connections` | gauge | — | [`LingerStats::lingering`] |
 /// | `linger_lingering_background_connections` | gauge | — | [`LingerStats::background`] |
+/// | `linger_open_connections` | gauge | — | [`LingerStats::open`] |
 /// | `linger_drain_bodies_total` | counter | `outcome`: `read`, `drained_inline`, `drained`, `over_limit`, `deadline`, `body_error`, `expect_continue`, `no_timers`, `passed_through`, `abandoned` | [`DrainStats`] outcome counters |
 /// | `linger_drained_bytes_total` | counter | — | [`DrainStats::bytes_drained`] |
 /// | `linger_drains_in_progress` | gauge | — | [`DrainStats::draining`] |
@@ -158,6 +159,7 @@ pub(crate) fn linger(stats: &LingerStats) -> impl Iterator<Item = Metric> {
         skipped,
         aborted,
         released,
+        open,
         lingering,
         background,
         bytes_discarded,
@@ -185,6 +187,11 @@ pub(crate) fn linger(stats: &LingerStats) -> impl Iterator<Item = Metric> {
             "linger_lingering_background_connections",
             "Of the lingering connections, those lingering in a background task",
             background,
+        ),
+        Metric::gauge(
+            "linger_open_connections",
+            "Connections wrapped by linger and not yet dropped by the server; lingering ones count apart",
+            open,
         ),
     ]
     .into_iter()
@@ -251,6 +258,7 @@ mod tests {
             skipped: 6,
             aborted: 7,
             released: 11,
+            open: 12,
             lingering: 8,
             background: 9,
             bytes_discarded: 10,
@@ -316,7 +324,7 @@ mod tests {
     fn linger_metrics_list_every_field_once() {
         let stats = linger_stats();
         let metrics: Vec<Metric> = stats.metrics().collect();
-        check(&metrics, 11);
+        check(&metrics, 12);
         let closes: u64 = metrics
             .iter()
             .filter(|m| m.name == CLOSES)

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::close::{Closing, READS_PER_POLL};
 use super::discard::{self, DiscardFn};
-use super::group::Outcome;
+use super::group::{OpenGuard, Outcome};
 use super::LingerGroup;
 use crate::connection::{self, Link};
 use crate::timers;
@@ -166,6 +166,10 @@ pub struct LingeringIo<T> {
     discarded: u64,
     /// When that started; it stops after the total timeout.
     discarding_since: Option<Instant>,
+    /// Counts this IO in `LingerStats::open`. A field, so that it is released only after
+    /// `Drop::drop` has handed the close over (its lingering slot taken): the IO is always
+    /// in one of the gauges `wait_idle` watches.
+    _open: OpenGuard,
 }
 
 impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
@@ -535,6 +539,7 @@ impl LingerGroup {
             reader: None,
             discarded: 0,
             discarding_since: None,
+            _open: self.open_guard(),
         }
     }
 
@@ -557,6 +562,7 @@ impl LingerGroup {
             reader: None,
             discarded: 0,
             discarding_since: None,
+            _open: self.open_guard(),
         }
     }
 }
