@@ -40,7 +40,8 @@
 //!
 //! Ctrl-C or SIGTERM stops accepting, waits for requests in flight (at most
 //! 15 s) and then for the lingering closes (`LingerGroup::wait_idle`, at most
-//! 10 s): the process is gone within 25 s, before Kubernetes' SIGKILL at 30 s.
+//! their 10 s `total_timeout` plus a 1 s margin): the process is gone within
+//! 26 s, before Kubernetes' SIGKILL at 30 s.
 
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
@@ -58,8 +59,14 @@ use tracing_subscriber::EnvFilter;
 
 /// After the signal, how long requests in flight may take to finish.
 const SERVER_GRACE: Duration = Duration::from_secs(15);
-/// Then, how long lingering closes may take; also each close's `total_timeout`.
+/// Each close's `total_timeout`: how long a lingering close may take.
 const LINGER_GRACE: Duration = Duration::from_secs(10);
+/// The wait for the lingering closes is bounded by their `total_timeout` plus
+/// this. A close's `total_timeout` counts from the drop of its IO, which axum
+/// does a moment after it reports the connection done: `wait_idle` waits for
+/// that drop and ends with the last close, and the margin covers the gap (and
+/// the timers' millisecond). It is spent only on an IO that stays open.
+const SHUTDOWN_MARGIN: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
@@ -146,11 +153,17 @@ async fn main() -> std::io::Result<()> {
     }
     // hyper's connections have sent their FIN; let their lingering closes end
     // before the runtime does (which would cut them short, as `aborted`).
-    if tokio::time::timeout(LINGER_GRACE, shutdown_group.wait_idle())
+    // `wait_idle` ends with the last close; the bound only matters for an IO
+    // that stays open (requests cut off above, an upgraded connection).
+    let bound = shutdown_group.config().get_total_timeout() + SHUTDOWN_MARGIN;
+    if tokio::time::timeout(bound, shutdown_group.wait_idle())
         .await
         .is_err()
     {
-        tracing::warn!("closes still lingering {LINGER_GRACE:?} later; stopping");
+        tracing::warn!(
+            stats = ?shutdown_group.stats(),
+            "connections still open or lingering {bound:?} later; stopping"
+        );
     }
     println!("stopped; {:?}", shutdown_group.stats());
     Ok(())

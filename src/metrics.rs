@@ -25,6 +25,7 @@ use crate::{DrainStats, LingerStats};
 /// | `linger_discarded_bytes_total` | counter | — | [`LingerStats::bytes_discarded`] |
 /// | `linger_lingering_connections` | gauge | — | [`LingerStats::lingering`] |
 /// | `linger_lingering_background_connections` | gauge | — | [`LingerStats::background`] |
+/// | `linger_open_connections` | gauge | — | [`LingerStats::open`] |
 /// | `linger_drain_bodies_total` | counter | `outcome`: `read`, `drained_inline`, `drained`, `over_limit`, `deadline`, `body_error`, `expect_continue`, `no_timers`, `passed_through`, `left_to_linger`, `abandoned` | [`DrainStats`] outcome counters |
 /// | `linger_drained_bytes_total` | counter | — | [`DrainStats::bytes_drained`] |
 /// | `linger_drains_in_progress` | gauge | — | [`DrainStats::draining`] |
@@ -159,6 +160,7 @@ mod tests {
             aborted: 7,
             released: 11,
             stalled_write: 12,
+            open: 13,
             lingering: 8,
             background: 9,
             bytes_discarded: 10,
@@ -224,7 +226,7 @@ mod tests {
     fn linger_metrics_list_every_field_once() {
         let stats = linger_stats();
         let metrics: Vec<Metric> = stats.metrics().collect();
-        check(&metrics, 12);
+        check(&metrics, 13);
         let closes: u64 = metrics
             .iter()
             .filter(|m| m.name == "linger_closes_total")

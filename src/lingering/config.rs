@@ -76,6 +76,12 @@ impl LingerConfig {
     }
 
     /// Sets the cap on the whole staged close, flush and half-close included.
+    ///
+    /// It counts from the start of the close: when the IO is dropped, for IO made by
+    /// [`LingerGroup::wrap`](crate::LingerGroup::wrap) (hyper's `poll_shutdown` only sends
+    /// the FIN; the linger starts at the drop), or at the first `poll_shutdown` for
+    /// [`wrap_local`](crate::LingerGroup::wrap_local) IO. It also bounds a graceful
+    /// shutdown: see [`get_total_timeout`](Self::get_total_timeout).
     #[must_use]
     pub const fn total_timeout(mut self, timeout: Duration) -> Self {
         self.total_timeout = timeout;
@@ -112,8 +118,12 @@ impl LingerConfig {
 
     /// The cap on one whole staged close; see [`total_timeout`](Self::total_timeout).
     ///
-    /// [`LingerGroup::wait_idle`](crate::LingerGroup::wait_idle) takes at most this long
-    /// after the last connection closed.
+    /// [`LingerGroup::wait_idle`](crate::LingerGroup::wait_idle), awaited after a server's
+    /// graceful shutdown, ends at most this long after the last IO of the group is
+    /// dropped. Bound it with this plus a margin (1 s in the README), not with this
+    /// alone: a server may report its connections done a little before it drops their
+    /// IO, and even when it does not, two equal deadlines race. See `wait_idle` for the
+    /// recipe and the margin.
     #[must_use]
     pub const fn get_total_timeout(&self) -> Duration {
         self.total_timeout

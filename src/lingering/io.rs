@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task;
 
 use super::close::Close;
-use super::group::LingerGroup;
+use super::group::{LingerGroup, OpenGuard};
 use super::mode::CloseMode;
 use crate::discard_signal::{self, DiscardSignal};
 
@@ -129,6 +129,10 @@ pub struct LingeringIo<T> {
     /// its waker: a call from the same task is told by comparing wakers, which costs two
     /// compares.
     user: Option<(task::Id, Waker)>,
+    /// Counts this IO in `LingerStats::open`. A field, so that it is released only after
+    /// `Drop::drop` has handed the close over (its lingering slot taken): the IO is always
+    /// in one of the gauges `wait_idle` watches.
+    _open: OpenGuard,
 }
 
 impl<T: fmt::Debug> fmt::Debug for LingeringIo<T> {
@@ -151,6 +155,7 @@ impl<T> LingeringIo<T> {
             mode,
             signal: Arc::default(),
             user: None,
+            _open: group.open_guard(),
         }
     }
 

@@ -13,7 +13,7 @@ outcome_table! {
     /// The outcome counters (`peer_eof` to `released`) count closes since the group was
     /// made: every [`LingeringIo`](crate::LingeringIo) of the group that is dropped (or
     /// whose `poll_shutdown` finished) adds one to exactly one of them, so they add up to
-    /// [`closes`](Self::closes). `lingering` and `background` are gauges.
+    /// [`closes`](Self::closes). `open`, `lingering` and `background` are gauges.
     ///
     /// # Example
     ///
@@ -58,6 +58,14 @@ outcome_table! {
             /// close started (or after `poll_shutdown` returned): the caller closes it.
             Released => released,
         }
+        /// IOs of the group alive now: every [`LingeringIo`](crate::LingeringIo) made
+        /// from it ([`wrap`](crate::LingerGroup::wrap),
+        /// [`wrap_local`](crate::LingerGroup::wrap_local), a
+        /// [`LingeringListener`](crate::LingeringListener)) and not yet dropped or taken
+        /// apart with [`into_inner`](crate::LingeringIo::into_inner). Connections being
+        /// served, and those a server has reported finished but not dropped yet; a dropped
+        /// IO that goes on lingering counts in `lingering` instead.
+        pub open: usize,
         /// Connections lingering now, on either path.
         pub lingering: usize,
         /// Of those, the ones lingering in a background task after being dropped (all of
@@ -80,7 +88,8 @@ impl LingerStats {
 
     /// Every value of the snapshot as a [`Metric`](crate::Metric), named for Prometheus:
     /// `linger_closes_total{outcome="..."}`, `linger_discarded_bytes_total`,
-    /// `linger_lingering_connections` and `linger_lingering_background_connections`.
+    /// `linger_lingering_connections`, `linger_lingering_background_connections` and
+    /// `linger_open_connections`.
     ///
     /// Fields added in later versions show up here too, so an exporter that loops over
     /// this never misses one. See [`Metric`](crate::Metric) for an exporter.
@@ -101,6 +110,7 @@ impl LingerStats {
         // The outcomes come from the table; every other field is listed here (the metrics
         // tests count one metric per field).
         let Self {
+            open,
             lingering,
             background,
             bytes_discarded,
@@ -125,6 +135,11 @@ impl LingerStats {
                     "linger_lingering_background_connections",
                     "Of the lingering connections, those lingering in a background task",
                     background,
+                ),
+                Metric::gauge(
+                    "linger_open_connections",
+                    "Connections wrapped by linger and not yet dropped by the server; lingering ones count apart",
+                    open,
                 ),
             ])
     }

@@ -2,13 +2,17 @@
 //! when hyper's connections have sent their FIN, while their lingering closes go on in
 //! background tasks; `LingerGroup::wait_idle()` is what waits for those.
 //!
-//! The recipe the tests follow:
+//! The recipe the tests follow (bounded as in the README in `graceful_recipe`, which
+//! runs it against both README setups):
 //!
 //! ```text
 //! graceful.shutdown().await;   // every connection answered, FIN sent
-//! group.wait_idle().await;     // every lingering close ended (client FIN or a bound)
+//! group.wait_idle().await;     // every IO dropped, every lingering close ended
 //! // now the runtime may end
 //! ```
+//!
+//! A server may report a connection done a moment before it drops the IO, which starts
+//! the linger: the tests wait for `open` to reach 0 before they look at `lingering`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,9 +32,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
-use tokio::time::timeout;
 
 use crate::common::http1;
+
+use crate::common::step_within;
 
 const STEP: Duration = Duration::from_secs(10);
 const RESPONSE_LEN: usize = 4 * 1024 * 1024;
@@ -38,12 +43,6 @@ const RESPONSE_LEN: usize = 4 * 1024 * 1024;
 const HEAD_START: usize = 32 * 1024;
 /// Body bytes sent only once the graceful shutdown has returned.
 const LATE: usize = 8 * 1024 * 1024;
-
-async fn step<F: Future>(what: &str, fut: F) -> F::Output {
-    timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
 
 /// Bounds far above the test's run time: every close here ends at the client's FIN, or
 /// not at all when the runtime is cut short.
@@ -103,7 +102,9 @@ async fn still_sending(addr: SocketAddr) -> StillSending {
     let socket = TcpSocket::new_v4().unwrap();
     // Small, so that the response cannot sit whole in the client's kernel buffer.
     socket.set_recv_buffer_size(64 * 1024).unwrap();
-    let stream = step("connect", socket.connect(addr)).await.unwrap();
+    let stream = step_within(STEP, "connect", socket.connect(addr))
+        .await
+        .unwrap();
     let (mut rd, mut wr) = stream.into_split();
     let (go, went) = oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
@@ -152,10 +153,12 @@ async fn answered_through_graceful_shutdown(
     server: JoinHandle<()>,
 ) -> Answered {
     let client = still_sending(addr).await;
-    step("request reaches the handler", called.notified()).await;
+    step_within(STEP, "request reaches the handler", called.notified()).await;
     stop.send(()).unwrap();
-    step("graceful shutdown", server).await.unwrap();
-    let raw = step("read to EOF", client.reader)
+    step_within(STEP, "graceful shutdown", server)
+        .await
+        .unwrap();
+    let raw = step_within(STEP, "read to EOF", client.reader)
         .await
         .unwrap()
         .expect("clean EOF");
@@ -183,7 +186,7 @@ async fn wait_idle_after_graceful_shutdown_waits_for_the_lingering_close() {
 
     let client = answered_through_graceful_shutdown(addr, &called, stop, server).await;
     // The response is out and the FIN with it; the close is not over.
-    let stats = group.stats();
+    let stats = io_dropped(&group).await;
     assert_eq!(stats.lingering, 1, "{stats:?}");
     assert_eq!(stats.closes(), 0, "{stats:?}");
 
@@ -193,8 +196,8 @@ async fn wait_idle_after_graceful_shutdown_waits_for_the_lingering_close() {
         "wait_idle returned while the client was still sending"
     );
     client.go.send(()).unwrap();
-    step("wait_idle", idle).await;
-    step("upload", client.writer)
+    step_within(STEP, "wait_idle", idle).await;
+    step_within(STEP, "upload", client.writer)
         .await
         .unwrap()
         .expect("the whole upload went through");
@@ -234,17 +237,18 @@ async fn runtime_exit_without_wait_idle_cuts_the_lingering_close_short() {
             .spawn(run_server(listener, group.clone(), called.clone(), stopped));
 
     let client = answered_through_graceful_shutdown(addr, &called, stop, server).await;
-    assert_eq!(group.stats().lingering, 1, "{:?}", group.stats());
+    let stats = io_dropped(&group).await;
+    assert_eq!(stats.lingering, 1, "{stats:?}");
 
     server_runtime.end();
-    step("the background close is dropped", async {
+    step_within(STEP, "the background close is dropped", async {
         while group.stats().aborted != 1 {
             tokio::task::yield_now().await;
         }
     })
     .await;
     client.go.send(()).unwrap();
-    let sent = step("upload", client.writer).await.unwrap();
+    let sent = step_within(STEP, "upload", client.writer).await.unwrap();
     let error = sent.expect_err("the upload should meet a closed socket");
     assert!(
         matches!(
@@ -254,6 +258,21 @@ async fn runtime_exit_without_wait_idle_cuts_the_lingering_close_short() {
         "{error}"
     );
     assert_eq!(group.stats().peer_eof, 0, "{:?}", group.stats());
+}
+
+/// Waits until the server has dropped every IO of `group` (axum drops the connection's
+/// IO just after it reports the connection done), then returns the stats.
+async fn io_dropped(group: &LingerGroup) -> linger::LingerStats {
+    step_within(STEP, "the server drops the IO", async {
+        loop {
+            let stats = group.stats();
+            if stats.open == 0 {
+                return stats;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
 }
 
 /// Polls `fut` once, without waiting.
@@ -317,19 +336,23 @@ async fn axum_with_graceful_shutdown_then_wait_idle() {
     );
 
     let client = still_sending(addr).await;
-    step("request reaches the handler", called.notified()).await;
+    step_within(STEP, "request reaches the handler", called.notified()).await;
     stop.send(()).unwrap();
-    step("graceful shutdown", server).await.unwrap().unwrap();
-    let raw = step("read to EOF", client.reader)
+    step_within(STEP, "graceful shutdown", server)
+        .await
+        .unwrap()
+        .unwrap();
+    let raw = step_within(STEP, "read to EOF", client.reader)
         .await
         .unwrap()
         .expect("clean EOF");
     assert_eq!(body_len(&raw), RESPONSE_LEN);
-    assert_eq!(group.stats().lingering, 1, "{:?}", group.stats());
+    let stats = io_dropped(&group).await;
+    assert_eq!(stats.lingering, 1, "{stats:?}");
 
     client.go.send(()).unwrap();
-    step("wait_idle", group.wait_idle()).await;
-    step("upload", client.writer)
+    step_within(STEP, "wait_idle", group.wait_idle()).await;
+    step_within(STEP, "upload", client.writer)
         .await
         .unwrap()
         .expect("the whole upload went through");

@@ -1,9 +1,11 @@
 //! Both halves together in the stacks users build: tower-http layers, axum (with its
 //! `DefaultBodyLimit`, over TCP and Unix sockets), axum-server with rustls, hyper-util's
-//! graceful shutdown, and the README's axum set-up under load.
+//! graceful shutdown, the README's graceful-shutdown recipe on both README set-ups, and
+//! the README's axum set-up under load.
 //!
 //! One test binary, one module per stack. `graceful` builds a server runtime of its own
-//! and ends it: local to that test.
+//! and ends it, and `graceful_recipe` runs each server as a program on a runtime of its
+//! own: local to those tests.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -12,6 +14,7 @@ mod common;
 mod axum_body_limit;
 mod axum_server_tls;
 mod graceful;
+mod graceful_recipe;
 #[cfg(feature = "axum")]
 mod readme_under_load;
 mod tower_http_layers;
