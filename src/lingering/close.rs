@@ -79,7 +79,7 @@ pub(crate) struct Close {
     /// timeout: a write that stalls from then on has until the total timeout.
     input_bound_reached: bool,
     /// While discarding after the FIN, the idle timeout counts from here.
-    last_read: Instant,
+    last_read: Option<Instant>,
     /// Wakes the close at the total cap, or sooner at the idle timeout while discarding.
     /// Made on first need rather than at the start, because a close may start in `Drop`,
     /// where creating a timer could panic.
@@ -112,7 +112,7 @@ impl Close {
             discarded: 0,
             since: None,
             input_bound_reached: false,
-            last_read: Instant::now(),
+            last_read: None,
             timer: None,
             slot: None,
             drop_path: false,
@@ -150,17 +150,13 @@ impl Close {
         self.peer_eof = true;
     }
 
-    /// While a response that ends the connection is written, throws away what the client
-    /// sends, so that a client that sends its whole body before it reads is not left
-    /// waiting on a server that waits on it. Bounded by the byte cap and the total timeout
-    /// (counted from the first call); it counts no outcome, and the wakers it registers
-    /// make the writer try again when more arrives.
-    pub(crate) fn discard_while_writing<T>(
-        &mut self,
-        io: &mut T,
-        read: Discard<T>,
-        cx: &mut Context<'_>,
-    ) {
+    /// Once nothing reads the request any more (the drain layer raised the IO's signal),
+    /// throws away what the client sends, before each write and in place of each read, so
+    /// that a client that sends its whole body before it reads is not left waiting on a
+    /// server that waits on it. Bounded by the byte cap and the total timeout (counted
+    /// from the first call); it counts no outcome, and the wakers it registers make the
+    /// writer try again when more arrives.
+    pub(crate) fn discard_input<T>(&mut self, io: &mut T, read: Discard<T>, cx: &mut Context<'_>) {
         if self.peer_eof || self.phase != Phase::Open {
             return;
         }
@@ -313,7 +309,7 @@ impl Close {
 
     fn begin_discard(&mut self) -> Phase {
         tracing::trace!("half-closed, lingering");
-        self.last_read = Instant::now();
+        self.last_read = Some(Instant::now());
         Phase::Discarding
     }
 
@@ -342,7 +338,8 @@ impl Close {
             }
             Stop::Blocked => {
                 let idle_timeout = self.group.config().idle_timeout;
-                let idle_at = timers::instant_after(self.last_read, idle_timeout);
+                let last_read = self.last_read.unwrap_or_else(Instant::now);
+                let idle_at = timers::instant_after(last_read, idle_timeout);
                 match self.poll_timer(idle_at.min(deadline), cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(()) if idle_at < deadline => Outcome::IdleTimeout,
@@ -381,7 +378,7 @@ impl Close {
                 Poll::Ready(Ok(n)) => {
                     let n = u64::try_from(n).unwrap_or(u64::MAX);
                     self.discarded = self.discarded.saturating_add(n);
-                    self.last_read = now;
+                    self.last_read = Some(now);
                 }
                 Poll::Ready(Err(e)) => return Stop::Failed(e),
                 Poll::Pending => return Stop::Blocked,
@@ -649,7 +646,7 @@ mod tests {
         let mut close = Close::open(group.clone());
         client.write_all(&[0; 60]).await.unwrap();
         poll_fn(|cx| {
-            close.discard_while_writing(&mut server, discard::portable, cx);
+            close.discard_input(&mut server, discard::portable, cx);
             Poll::Ready(())
         })
         .await;

@@ -240,8 +240,7 @@ impl<T: AsyncRead + Unpin> LingeringIo<T> {
     #[cold]
     fn discard_input(&mut self, cx: &mut Context<'_>) {
         if let Some(io) = self.io.as_mut() {
-            self.close
-                .discard_while_writing(io, self.mode.discard(), cx);
+            self.close.discard_input(io, self.mode.discard(), cx);
         }
     }
 
