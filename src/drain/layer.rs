@@ -130,11 +130,10 @@ impl DrainBodyLayer {
     /// HTTP/1 only: an HTTP/2 response is always released at once, since
     /// there is no connection to announce the end of.
     ///
-    /// It is also what serves a client that sends a chunked body larger than
-    /// the limit before it reads, answered with more than the socket buffers
-    /// hold: the marked response lets the [`LingeringIo`](crate::LingeringIo)
-    /// beneath discard the rest while it is written (see the
-    /// [module docs](super)).
+    /// Not needed for clients that send their whole body before they read,
+    /// chunked included: without it, a drain that gives up hands the input to
+    /// the [`LingeringIo`](crate::LingeringIo) beneath, which discards the
+    /// rest while the response is written (see the [module docs](super)).
     #[must_use]
     pub const fn wait_for_drain(mut self, wait: bool) -> Self {
         self.settings.wait_for_drain = wait;

@@ -55,17 +55,31 @@
 //! closing it with unread input would make the kernel reset it and destroy
 //! the response.
 //!
-//! Whenever the response ends the connection with the body unfinished (the
-//! layer adds `Connection: close`, or step 3a), the `LingeringIo` beneath, if
-//! any, reads and discards what the client still sends while the response is
-//! written, so that a client which sends its whole body before it reads
-//! (Python's `requests`, Java's `HttpURLConnection`) gets its response instead
-//! of a deadlock. The layer finds it through the connection's tokio task, which
-//! both read the request head and poll the response future. A chunked body is
-//! only known to be over the limit once the drain passes it; by default the
-//! response has started by then, unmarked, and the connection may yet be
-//! reused, so nothing is discarded beneath it: a client that sends a chunked
-//! body first needs [`wait_for_drain`](DrainBodyLayer::wait_for_drain).
+//! Whenever the layer stops reading a body before its end (it adds
+//! `Connection: close`, step 3a, or a drain running alongside the response
+//! gives up), the `LingeringIo` beneath, if any, takes the client's input over:
+//! hyper sees its end, so it never parses a byte that came after those thrown
+//! away, and the IO reads and discards what the client still sends while the
+//! response is written and after the FIN. So a client which sends its whole
+//! body before it reads (Python's `requests`, Java's `HttpURLConnection`,
+//! `curl -T -`), with a `Content-Length` or chunked, gets its response instead
+//! of a deadlock, under the defaults, without the response waiting for
+//! anything. A body the layer gives up on therefore always ends its
+//! connection after the response, even when hyper still held its end in its
+//! buffer. Within the limit nothing changes: the drain reaches the end, and a
+//! request pipelined after the body is served, none of its bytes discarded.
+//!
+//! The layer finds that IO through the tokio task that called it: hyper serves
+//! an HTTP/1 connection from one task, which reads the request head, calls the
+//! service and polls the response future. Where that tie does not hold, the
+//! layer does without the IO, as if there were none beneath, rather than risk
+//! telling another connection's IO: a task that has read or written two
+//! `LingeringIo`s (several connections driven from one task with
+//! `tokio::join!`, `FuturesUnordered` or a `select!` loop) has none until all
+//! of them are gone, and a response future polled on another task than the one
+//! that called the service finds none. A `debug` event says so each time. Serve
+//! each connection from a task of its own (`tokio::spawn`, as `axum::serve`
+//! and the examples do) to keep the zero-copy discard and the send-first fix.
 //!
 //! The bounds use tokio timers. A runtime built without timers is detected
 //! once (tokio's "timers are disabled" message reaches the panic hook that

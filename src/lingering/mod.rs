@@ -11,12 +11,20 @@
 //! one [`LingerGroup`] (or one [`LingeringListener`]) share a cap on how many linger at
 //! once, and counters ([`LingerStats`]). Each close ends with a `debug` tracing event
 //! carrying `outcome` (`peer_eof`, `idle_timeout`, `total_timeout`, `byte_cap`, `error`,
-//! `skipped`, `aborted` or `released`), `bytes_discarded`, `elapsed_ms` and `drop_path`.
+//! `skipped`, `aborted`, `stalled_write` or `released`), `bytes_discarded`, `elapsed_ms`
+//! and `drop_path`.
 //!
 //! Under a [`DrainBodyLayer`](crate::DrainBodyLayer), a `LingeringIo` also takes over
-//! when a response ends the connection with the request body unfinished: it throws
-//! away what the client sends while the response is written (so that a client which
-//! sends its whole body before reading is not deadlocked), and after the FIN.
+//! when the layer stops reading a request body before its end (a response that ends the
+//! connection, a drain that gives up): hyper is shown the end of the input, and the IO
+//! throws away what the client sends while the response is written (so that a client
+//! which sends its whole body before reading is not deadlocked), and after the FIN.
+//! Should the client neither read nor stop sending past [`LingerConfig::max_bytes`] or
+//! [`LingerConfig::total_timeout`], the stalled write fails at the total timeout
+//! (`stalled_write`) instead of waiting on the client forever. The layer finds the IO
+//! through the tokio task serving the connection, so this needs one connection per task
+//! (as `axum::serve` and `tokio::spawn` per connection give); where a task serves
+//! several, the layer does without the IO (see the [`drain`](crate::drain) guide).
 //!
 //! hyper's part of a close ends with the FIN; the linger itself runs in a background task
 //! after hyper has dropped the connection and its buffers. For a graceful shutdown, wait
