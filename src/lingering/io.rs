@@ -63,15 +63,27 @@ use crate::discard_signal::{self, DiscardSignal};
 /// slot, its timers and its total timeout start when it is dropped, and an EOF its user
 /// read from the peer meanwhile ends the close at once, as `peer_eof`.
 ///
-/// # While a closing response is written
+/// # When the request body is given up
 ///
 /// Under a [`DrainBodyLayer`](crate::DrainBodyLayer), the layer tells the `LingeringIo`
-/// its request came on (found through the connection's tokio task) when a response ends
-/// the connection with the request body unfinished. From then on, each write first reads
-/// and discards what the client sends, within [`max_bytes`](crate::LingerConfig::max_bytes)
-/// and [`total_timeout`](crate::LingerConfig::total_timeout): a client that sends its
-/// whole body before it reads gets the response instead of waiting on a server that
-/// waits on it. Those bytes count in the close's `bytes_discarded` and byte cap.
+/// its request came on when it stops reading the request body before its end: a response
+/// that ends the connection, or a drain that gives up (over the limit, past its
+/// deadline). From then on, reads show hyper the end of the input (so that hyper never
+/// parses a byte after those thrown away, and closes after the response), and each write
+/// first reads and discards what the client sends, within
+/// [`max_bytes`](crate::LingerConfig::max_bytes) and
+/// [`total_timeout`](crate::LingerConfig::total_timeout): a client that sends its whole
+/// body before it reads gets the response instead of waiting on a server that waits on
+/// it. Those bytes count in the close's `bytes_discarded` and byte cap. Once discarding
+/// stops at a bound, a write that cannot go on fails at the total timeout, counted as
+/// [`stalled_write`](crate::LingerStats::stalled_write): a client that neither reads
+/// nor stops sending does not hold the connection forever.
+///
+/// The layer finds the IO through the tokio task that reads and writes it, so each
+/// connection needs a task of its own (`tokio::spawn` per connection, as `axum::serve`
+/// does). A task that has used two `LingeringIo`s at once gets no signal at all, and the
+/// layer then does without the IO (drains through hyper, and nothing is discarded
+/// beneath it) rather than tell the wrong connection.
 ///
 /// # Runtimes
 ///
