@@ -578,6 +578,45 @@ async fn axum_answers_chunked_uploads_sent_first_by_default() {
     default_mode_answers_chunked_uploads_sent_first(addr, &group, &counters).await;
 }
 
+/// An ignored chunked body within the limit with a `GET` pipelined behind it, in one
+/// write, on the README hyper setup (where the layer does find the `LingeringIo`): the
+/// drain reaches the end, the `GET` is answered on the same connection, and nothing was
+/// discarded beneath hyper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pipelined_after_an_ignored_chunked_body_is_served() {
+    use crate::common::client::{assert_ok, chunked, chunked_head, get, Client};
+
+    let counters = linger::DrainCounters::new();
+    let listener = LingeringListener::new(bind().await);
+    let group = listener.group().clone();
+    let layer = DrainBodyLayer::new(256 * 1024).counters(counters.clone());
+    let addr = readme_hyper_with(
+        listener,
+        layer,
+        |request: Request<DrainBody<Incoming>>| async move {
+            let text = if request.uri().path() == "/ignore" {
+                "ignored"
+            } else {
+                "hello"
+            };
+            Ok(Response::new(text.to_owned()))
+        },
+    )
+    .await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..3 {
+        let mut request = chunked_head("/ignore").into_bytes();
+        request.extend(chunked(&[b'c'; 200 * 1024], 8 * 1024));
+        request.extend_from_slice(get("/").as_bytes());
+        client.send(request).await;
+        assert_ok(&client.response().await, "ignored");
+        assert_ok(&client.response().await, "hello");
+    }
+    let drains = counters.snapshot();
+    assert_eq!(drains.drained + drains.drained_inline, 3, "{drains:?}");
+    assert_eq!(group.stats().bytes_discarded, 0);
+}
+
 /// A client that neither reads nor stops sending, against a 413-style refusal of a
 /// 100 MB declared upload: the `LingeringIo` throws its input away while the 8 MiB
 /// answer is written, up to `max_bytes` (256 KiB here); from then on the write cannot go
