@@ -1,6 +1,7 @@
 //! Both halves together in the stacks users build: tower-http layers, axum (with its
 //! `DefaultBodyLimit`, over TCP and Unix sockets), axum-server with rustls, hyper-util's
-//! graceful shutdown, and the README's axum set-up under load.
+//! graceful shutdown, the README's axum set-up under load, the README's quoted log and
+//! metric lines (`readme_quotes`) and the real clients of its table (`real_clients`).
 //!
 //! One test binary, one module per stack. `graceful` builds a server runtime of its own
 //! and ends it: local to that test.
@@ -12,6 +13,9 @@ mod common;
 mod axum_body_limit;
 mod axum_server_tls;
 mod graceful;
+#[cfg(unix)]
+mod real_clients;
+mod readme_quotes;
 #[cfg(feature = "axum")]
 mod readme_under_load;
 mod tower_http_layers;
