@@ -295,3 +295,54 @@ fn readme_quotes_its_log_lines() {
     assert!(quoted.iter().any(|(_, l)| l.contains("request body settled")), "{quoted:?}");
     assert!(quoted.iter().any(|(_, l)| l.contains("linger finished")), "{quoted:?}");
 }
+
+/// The lingering module docs say: code that downcasts hyper's `Upgraded` must name
+/// `TokioIo<LingeringIo<TcpStream>>`; `TokioIo<TcpStream>` fails.
+#[tokio::test]
+async fn upgraded_io_downcasts_to_the_lingering_wrapper() {
+    use hyper::upgrade::Upgraded;
+    use linger::LingeringIo;
+
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = LingeringListener::new(tcp);
+    let (report, reported) = tokio::sync::oneshot::channel::<(bool, bool)>();
+    let report = Arc::new(Mutex::new(Some(report)));
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            let report = report.clone();
+            async move {
+                tokio::spawn(async move {
+                    let upgraded: Upgraded = hyper::upgrade::on(&mut request).await.unwrap();
+                    let plain = upgraded.downcast::<TokioIo<TcpStream>>();
+                    let upgraded = plain.as_ref().err().is_some();
+                    let wrapped = plain
+                        .err()
+                        .map(|u| u.downcast::<TokioIo<LingeringIo<TcpStream>>>().is_ok());
+                    let sender = report.lock().unwrap().take().unwrap();
+                    let _ = sender.send((upgraded, wrapped.unwrap_or(false)));
+                });
+                let mut response = Response::new(String::new());
+                *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                response.headers_mut().insert("connection", "upgrade".parse().unwrap());
+                response.headers_mut().insert("upgrade", "test".parse().unwrap());
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+    });
+    let mut client = step("connect", TcpStream::connect(addr)).await.unwrap();
+    step(
+        "upgrade request",
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n"),
+    )
+    .await
+    .unwrap();
+    let (plain_failed, wrapped_ok) = step("downcasts", reported).await.unwrap();
+    assert!(plain_failed, "downcast to TokioIo<TcpStream> should fail");
+    assert!(wrapped_ok, "downcast to TokioIo<LingeringIo<TcpStream>> should succeed");
+}
