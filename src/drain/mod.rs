@@ -137,9 +137,10 @@
 //! tower-http 0.6 and 0.7 both work with it.
 //!
 //! With axum, `DrainBodyLayer::new(limit).axum()` is the same layer handing axum
-//! its own `Body` (`AxumDrainBodyLayer`, feature `axum`): around a whole `router.with_state(())` a request without a body then
-//! costs no allocation at all, where through `Router::layer` any layer costs the
-//! two allocations of axum's route wrapping (`BENCHMARKS.md`, section 6).
+//! its own `Body` (`AxumDrainBodyLayer`, feature `axum`): around a whole
+//! `router.with_state(())` a request without a body then costs no allocation at
+//! all, where through `Router::layer` any layer costs the two allocations of
+//! axum's route wrapping (`BENCHMARKS.md`, section 6).
 //!
 //! # HTTP/2 and later
 //!

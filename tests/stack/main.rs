@@ -13,11 +13,11 @@ mod common;
 mod axum_body_limit;
 mod axum_server_tls;
 mod graceful;
-#[cfg(unix)]
-mod real_clients;
 mod readme_quotes;
 #[cfg(feature = "axum")]
 mod readme_under_load;
+#[cfg(unix)]
+mod real_clients;
 mod tower_http_layers;
 #[cfg(all(unix, feature = "axum"))]
 mod unix;

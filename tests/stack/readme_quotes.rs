@@ -11,11 +11,14 @@
 //! and times change from run to run). Event messages named in prose are listed in
 //! [`PROSE_MESSAGES`]: each must be in the docs and in the code.
 //!
-//! When a quote fails, the panic shows the lines the code produced: copy the right one.
+//! The lines are produced in a child process of this test binary, so that no other
+//! test's thread can race the capturing subscriber. When a quote fails, the panic
+//! shows the lines the code produced: copy the right one.
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -82,16 +85,18 @@ fn shape(line: &str) -> String {
 }
 
 fn is_log_line(line: &str) -> bool {
-    ["TRACE ", "DEBUG ", " INFO ", "INFO ", " WARN ", "WARN ", "ERROR "]
-        .iter()
-        .any(|level| line.starts_with(level))
+    [
+        "TRACE ", "DEBUG ", " INFO ", "INFO ", " WARN ", "WARN ", "ERROR ",
+    ]
+    .iter()
+    .any(|level| line.starts_with(level))
 }
 
 fn is_metric_line(line: &str) -> bool {
     line.starts_with("linger_")
-        && line
-            .rsplit_once(' ')
-            .is_some_and(|(_, value)| !value.is_empty() && value.chars().all(|c| c.is_ascii_digit()))
+        && line.rsplit_once(' ').is_some_and(|(_, value)| {
+            !value.is_empty() && value.chars().all(|c| c.is_ascii_digit())
+        })
 }
 
 /// The lines of the ```text blocks of a Markdown text, with where they come from.
@@ -127,7 +132,10 @@ fn doc_text(code: &str) -> String {
 /// README.md and the doc comments of every file under `src/`, as `(where, Markdown)`.
 fn docs() -> Vec<(String, String)> {
     fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for path in entries {
             if path.is_dir() {
@@ -147,7 +155,9 @@ fn docs() -> Vec<(String, String)> {
     out
 }
 
-async fn handle(_request: Request<DrainBody<Incoming>>) -> Result<Response<String>, std::convert::Infallible> {
+async fn handle(
+    _request: Request<DrainBody<Incoming>>,
+) -> Result<Response<String>, std::convert::Infallible> {
     Ok(Response::new("body ignored".to_owned()))
 }
 
@@ -177,7 +187,9 @@ async fn produce() -> (Vec<String>, Vec<String>) {
     tokio::spawn(async move {
         // The README's hyper loop, with the span per connection of `examples/hyper.rs`.
         while let Ok((stream, peer)) = listener.accept().await {
-            let service = ServiceBuilder::new().layer(layer.clone()).service_fn(handle);
+            let service = ServiceBuilder::new()
+                .layer(layer.clone())
+                .service_fn(handle);
             let connection = async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
@@ -189,10 +201,17 @@ async fn produce() -> (Vec<String>, Vec<String>) {
 
     // 1 MB rejected unread: over the limit, `Connection: close`, discarded by the close.
     let stream = step("connect", TcpStream::connect(addr)).await.unwrap();
-    let head = format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 1_000_000);
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        1_000_000
+    );
     let upload = upload_over(stream, head.into_bytes(), 1_000_000).await;
     let response = upload.clean();
-    assert!(response.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&response));
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
 
     // A small body, all there at the response: taken at once. Then a body whose rest
     // comes only after the response: drained in the background.
@@ -211,9 +230,15 @@ async fn produce() -> (Vec<String>, Vec<String>) {
     .await
     .unwrap();
     read_one_response(&mut client).await;
-    step("rest of the body", client.write_all(&[b'a'; 20_000])).await.unwrap();
+    step("rest of the body", client.write_all(&[b'a'; 20_000]))
+        .await
+        .unwrap();
     let counted = crate::common::settled(&counters, 3).await;
-    assert_eq!((counted.over_limit, counted.drained_inline, counted.drained), (1, 1, 1), "{counted:?}");
+    assert_eq!(
+        (counted.over_limit, counted.drained_inline, counted.drained),
+        (1, 1, 1),
+        "{counted:?}"
+    );
     drop(client);
     step("every close ends", group.wait_idle()).await;
 
@@ -238,9 +263,60 @@ async fn read_one_response(client: &mut TcpStream) {
     }
 }
 
+/// Set in the child process that produces the lines.
+const CHILD: &str = "LINGER_README_QUOTES_CHILD";
+
+/// The producing half, alone in a process of its own (see
+/// [`every_quoted_log_and_metric_line_is_produced`]); does nothing otherwise.
+#[tokio::test]
+async fn produce_in_a_process_of_its_own() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    let (logs, metrics) = produce().await;
+    for line in logs {
+        println!("LOG {line}");
+    }
+    for line in metrics {
+        println!("METRIC {line}");
+    }
+}
+
+/// Runs [`produce`] in a child process of this test binary, alone: a subscriber set for
+/// one thread misses events whose call sites another test's thread registers at the
+/// same moment (tracing caches each call site's interest once, process-wide).
+async fn produce_alone() -> (Vec<String>, Vec<String>) {
+    let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "readme_quotes::produce_in_a_process_of_its_own",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .kill_on_drop(true);
+    let output = crate::common::step_within(Duration::from_secs(30), "the child", command.output())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pick = |prefix: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(str::to_owned)
+            .collect()
+    };
+    (pick("LOG "), pick("METRIC "))
+}
+
 #[tokio::test]
 async fn every_quoted_log_and_metric_line_is_produced() {
-    let (logs, metrics) = produce().await;
+    let (logs, metrics) = produce_alone().await;
     let log_shapes: Vec<String> = logs.iter().map(|l| shape(l)).collect();
     let metric_shapes: Vec<String> = metrics.iter().map(|l| shape(l)).collect();
     let docs = docs();
@@ -257,13 +333,17 @@ async fn every_quoted_log_and_metric_line_is_produced() {
             };
             checked += 1;
             if !produced.contains(&shape(&line)) {
-                failures.push(format!("{source}: {kind} line not produced by the code:\n  {line}"));
+                failures.push(format!(
+                    "{source}: {kind} line not produced by the code:\n  {line}"
+                ));
             }
         }
     }
     for message in PROSE_MESSAGES {
         if !docs.iter().any(|(_, text)| text.contains(message)) {
-            failures.push(format!("no doc names {message:?}: drop it from PROSE_MESSAGES"));
+            failures.push(format!(
+                "no doc names {message:?}: drop it from PROSE_MESSAGES"
+            ));
         }
         let literal = format!("\"{message}\"");
         let in_code = docs.iter().any(|(source, _)| {
@@ -292,8 +372,16 @@ fn readme_quotes_its_log_lines() {
         .into_iter()
         .filter(|(_, line)| is_log_line(line))
         .collect();
-    assert!(quoted.iter().any(|(_, l)| l.contains("request body settled")), "{quoted:?}");
-    assert!(quoted.iter().any(|(_, l)| l.contains("linger finished")), "{quoted:?}");
+    assert!(
+        quoted
+            .iter()
+            .any(|(_, l)| l.contains("request body settled")),
+        "{quoted:?}"
+    );
+    assert!(
+        quoted.iter().any(|(_, l)| l.contains("linger finished")),
+        "{quoted:?}"
+    );
 }
 
 /// The lingering module docs say: code that downcasts hyper's `Upgraded` must name
@@ -325,8 +413,12 @@ async fn upgraded_io_downcasts_to_the_lingering_wrapper() {
                 });
                 let mut response = Response::new(String::new());
                 *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-                response.headers_mut().insert("connection", "upgrade".parse().unwrap());
-                response.headers_mut().insert("upgrade", "test".parse().unwrap());
+                response
+                    .headers_mut()
+                    .insert("connection", "upgrade".parse().unwrap());
+                response
+                    .headers_mut()
+                    .insert("upgrade", "test".parse().unwrap());
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
@@ -338,11 +430,16 @@ async fn upgraded_io_downcasts_to_the_lingering_wrapper() {
     let mut client = step("connect", TcpStream::connect(addr)).await.unwrap();
     step(
         "upgrade request",
-        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n"),
+        client.write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: test\r\n\r\n",
+        ),
     )
     .await
     .unwrap();
     let (plain_failed, wrapped_ok) = step("downcasts", reported).await.unwrap();
     assert!(plain_failed, "downcast to TokioIo<TcpStream> should fail");
-    assert!(wrapped_ok, "downcast to TokioIo<LingeringIo<TcpStream>> should succeed");
+    assert!(
+        wrapped_ok,
+        "downcast to TokioIo<LingeringIo<TcpStream>> should succeed"
+    );
 }
