@@ -127,7 +127,7 @@
 //! # With axum (feature `axum`)
 //!
 //! `axum::serve(LingeringListener::new(tcp), app)`. For `ConnectInfo<SocketAddr>` with
-//! axum 0.8, tap the listener (`.tap_io(|_| {})`) or use [`PeerAddr`](crate::PeerAddr);
+//! axum 0.8, tap the listener (`.tap_io(|_| {})`) or use `linger::PeerAddr`;
 //! its documentation says why.
 //!
 //! ## Graceful shutdown

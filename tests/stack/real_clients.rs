@@ -441,7 +441,7 @@ async fn wget(scenario: Scenario, base: &str, dir: &Path) -> Option<Vec<Answer>>
         .lines()
         .filter_map(|l| l.trim().strip_prefix("HTTP/1.1 "))
         .filter_map(|l| l.get(..3)?.parse::<u16>().ok())
-        .last();
+        .next_back();
     // wget's own words for a failure ("Read error at byte ...", "Giving up.").
     let error: Vec<&str> = stderr
         .lines()
