@@ -5,6 +5,10 @@
 //!
 //! Run with `cargo run --example demo`. Everything happens on 127.0.0.1 and
 //! takes a few seconds. Outcomes are measured on every run, never assumed.
+//!
+//! The raw client writes each request whole before it reads, so the early 413
+//! shows as a broken pipe; which real clients each failure reaches is measured
+//! by `tests/stack/real_clients.rs` and summed up in the README.
 
 use std::convert::Infallible;
 use std::io::{self, Write as _};
@@ -348,5 +352,10 @@ async fn main() -> io::Result<()> {
     for (name, before, after) in rows {
         println!("{name:<46} | {before:<40} | {after}");
     }
+    println!();
+    println!(
+        "This client sends each request whole before it reads. What curl, wget, Python, \
+         Node, Go and hyper's own client get: README.md, the table below this one."
+    );
     Ok(())
 }

@@ -45,6 +45,30 @@ impl DrainBodyLayer {
 
 /// [`DrainBodyLayer`] for axum, made by [`DrainBodyLayer::axum`]: same
 /// settings, same behaviour, axum's `Body` on both sides.
+///
+/// Use it to wrap a whole router yourself, where it saves axum's boxing of the
+/// body on every request; on `Router::layer`, plain [`DrainBodyLayer`] costs
+/// the same. It needs tower's `Layer` to wrap, and axum's `ServiceExt` to serve
+/// the result.
+///
+/// # Example
+///
+/// ```no_run
+/// use axum::routing::post;
+/// use axum::{Router, ServiceExt as _}; // `into_make_service` for any service
+/// use linger::{AxumDrainBodyLayer, DrainBodyLayer, LingeringListener};
+/// use tower::Layer as _; // `.layer(router)`
+///
+/// #[tokio::main]
+/// async fn main() -> std::io::Result<()> {
+///     let router = Router::new().route("/upload", post(|| async { "rejected unread" }));
+///     let layer: AxumDrainBodyLayer = DrainBodyLayer::new(256 * 1024).axum();
+///     // `with_state(())` turns the handlers into routes once, not on every request.
+///     let app = layer.layer(router.with_state(()));
+///     let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+///     axum::serve(LingeringListener::new(tcp), app.into_make_service()).await
+/// }
+/// ```
 #[derive(Clone, Debug)]
 pub struct AxumDrainBodyLayer(Settings);
 

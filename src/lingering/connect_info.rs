@@ -8,11 +8,18 @@ use super::listener::LingeringListener;
 /// The peer address of a connection accepted by a [`LingeringListener`], for axum's
 /// `ConnectInfo` extractor, without `tap_io`.
 ///
-/// Most apps do not need it: pass the listener through axum's `ListenerExt::tap_io(|_| {})`
-/// and keep `ConnectInfo<SocketAddr>`, which middleware such as rate limiters expect:
+/// This is for axum 0.8. axum's main branch already implements `ConnectInfo<SocketAddr>`
+/// for any listener whose address is a `SocketAddr`; from the release that brings it,
+/// `ConnectInfo<SocketAddr>` works on a `LingeringListener` as it is, and neither
+/// `tap_io` nor `PeerAddr` is needed.
+///
+/// With axum 0.8, most apps do not need `PeerAddr` either: pass the listener through
+/// axum's `ListenerExt::tap_io(|_| {})` and keep `ConnectInfo<SocketAddr>`, which
+/// middleware such as rate limiters expect:
 ///
 /// ```no_run
 /// use std::net::SocketAddr;
+/// use std::time::Duration;
 ///
 /// use axum::{extract::ConnectInfo, routing::get, serve::ListenerExt, Router};
 /// use linger::LingeringListener;
@@ -29,7 +36,9 @@ use super::listener::LingeringListener;
 ///     app.into_make_service_with_connect_info::<SocketAddr>(),
 /// )
 /// .await?;
-/// group.wait_idle().await;
+/// // Let the last closes end, bounded (see the `lingering` module: graceful shutdown).
+/// let bound = group.config().get_total_timeout() + Duration::from_secs(1);
+/// let _ = tokio::time::timeout(bound, group.wait_idle()).await;
 /// # Ok(())
 /// # }
 /// ```
@@ -60,24 +69,31 @@ use super::listener::LingeringListener;
 ///
 /// # Example
 ///
+/// A whole server, with the graceful shutdown's wait for the last closes bounded:
+///
 /// ```no_run
+/// use std::time::Duration;
+///
 /// use axum::{extract::ConnectInfo, routing::get, Router};
 /// use linger::{LingeringListener, PeerAddr};
 ///
-/// # async fn run() -> std::io::Result<()> {
-/// let app = Router::new().route(
-///     "/",
-///     get(|ConnectInfo(PeerAddr(addr)): ConnectInfo<PeerAddr>| async move {
-///         format!("hello {addr}")
-///     }),
-/// );
-/// let listener = LingeringListener::new(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
-/// axum::serve(
-///     listener,
-///     app.into_make_service_with_connect_info::<PeerAddr>(),
-/// )
-/// .await
-/// # }
+/// #[tokio::main]
+/// async fn main() -> std::io::Result<()> {
+///     let app = Router::new().route(
+///         "/",
+///         get(|ConnectInfo(PeerAddr(addr)): ConnectInfo<PeerAddr>| async move {
+///             format!("hello {addr}")
+///         }),
+///     );
+///     let listener = LingeringListener::new(tokio::net::TcpListener::bind("127.0.0.1:3000").await?);
+///     let group = listener.group().clone();
+///     axum::serve(listener, app.into_make_service_with_connect_info::<PeerAddr>())
+///         .with_graceful_shutdown(async { tokio::signal::ctrl_c().await.unwrap_or(()) })
+///         .await?;
+///     let bound = group.config().get_total_timeout() + Duration::from_secs(1);
+///     let _ = tokio::time::timeout(bound, group.wait_idle()).await;
+///     Ok(())
+/// }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerAddr<A = std::net::SocketAddr>(pub A);
