@@ -4,13 +4,13 @@
 //! hyper gives a service no handle on its connection's IO, but serves an HTTP/1
 //! connection from one tokio task: the task that reads the request head from the IO
 //! calls the service and polls its response future. A [`LingeringIo`] therefore files
-//! its signal under the id of each task that reads from or writes to it, and the drain
+//! its signal under the id of each task that reads from it, and the drain
 //! layer finds it under the id of the task that called it.
 //!
-//! That tie holds only while a task serves one connection. A task that has touched two
+//! That tie holds only while a task serves one connection. A task that has read two
 //! `LingeringIo`s (several connections driven from one task with `tokio::join!` or
 //! `FuturesUnordered`, a handler that opens one of its own) has no signal at all until
-//! every IO it touched is gone, and a response future polled on another task than the
+//! every IO it read is gone, and a response future polled on another task than the
 //! one that called the service finds none either: there the layer does without the IO,
 //! as it would with none beneath, rather than risk signalling another connection's IO.
 //!
@@ -33,7 +33,7 @@ type Hasher = BuildHasherDefault<IdHasher>;
 /// What is filed under one task.
 #[derive(Debug)]
 struct Filed {
-    /// The signal of the one IO the task touched; `None` once it touched two.
+    /// The signal of the one IO the task read; `None` once it read two.
     signal: Option<Arc<DiscardSignal>>,
     /// How many IOs filed here are still alive.
     ios: usize,
@@ -72,7 +72,7 @@ fn shard(task: task::Id) -> std::sync::MutexGuard<'static, HashMap<task::Id, Fil
         .unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Files `signal` under `task`, a task now touching its IO. A second IO filed under the
+/// Files `signal` under `task`, a task now reading its IO. A second IO filed under the
 /// same task takes the signal away from both: the task's requests can no longer be told
 /// apart by task.
 pub(crate) fn file(task: task::Id, signal: &Arc<DiscardSignal>) {

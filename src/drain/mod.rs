@@ -82,7 +82,7 @@
 //! an HTTP/1 connection from one task, which reads the request head, calls the
 //! service and polls the response future. Where that tie does not hold, the
 //! layer does without the IO, as if there were none beneath, rather than risk
-//! telling another connection's IO: a task that has read or written two
+//! telling another connection's IO: a task that has read two
 //! `LingeringIo`s (several connections driven from one task with
 //! `tokio::join!`, `FuturesUnordered` or a `select!` loop) has none until all
 //! of them are gone, and a response future polled on another task than the one

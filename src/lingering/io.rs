@@ -79,9 +79,9 @@ use crate::discard_signal::{self, DiscardSignal};
 /// [`stalled_write`](crate::LingerStats::stalled_write): a client that neither reads
 /// nor stops sending does not hold the connection forever.
 ///
-/// The layer finds the IO through the tokio task that reads and writes it, so each
+/// The layer finds the IO through the tokio task that reads it, so each
 /// connection needs a task of its own (`tokio::spawn` per connection, as `axum::serve`
-/// does). A task that has used two `LingeringIo`s at once gets no signal at all, and the
+/// does). A task that has read two `LingeringIo`s at once gets no signal at all, and the
 /// layer then does without the IO (drains through hyper, and nothing is discarded
 /// beneath it) rather than tell the wrong connection.
 ///
@@ -137,9 +137,10 @@ pub struct LingeringIo<T> {
     /// What the drain layer serving this IO's requests tells it (see
     /// `crate::discard_signal`), minted once and filed under the task using the IO.
     signal: Arc<DiscardSignal>,
-    /// The task last seen reading or writing the IO, under which `signal` is filed, and
-    /// its waker: a call from the same task is told by comparing wakers, which costs two
-    /// compares.
+    /// The task last seen reading the IO, under which `signal` is filed, and its waker: a
+    /// read from the same task is told by comparing wakers, which costs two compares.
+    /// (Writes are not watched: an upgraded connection split between a reading and a
+    /// writing task would move the filing on every call.)
     user: Option<(task::Id, Waker)>,
     /// Counts this IO in `LingerStats::open`. A field, so that it is released only after
     /// `Drop::drop` has handed the close over (its lingering slot taken): the IO is always
@@ -202,11 +203,11 @@ impl<T> LingeringIo<T> {
         self.close.group()
     }
 
-    /// Files the signal under the task using the IO, so that the drain layer serving its
+    /// Files the signal under the task reading the IO, so that the drain layer serving its
     /// requests (called from the same task) can find it. The task may change: a TLS
     /// handshake on the accept loop, then the connection's task.
     #[inline]
-    fn note_task(&mut self, cx: &Context<'_>) {
+    fn note_reader(&mut self, cx: &Context<'_>) {
         let same = self
             .user
             .as_ref()
@@ -243,7 +244,6 @@ impl<T: AsyncRead + Unpin> LingeringIo<T> {
     /// request any more, what the client still sends is thrown away.
     #[inline]
     fn before_write(&mut self, cx: &mut Context<'_>) {
-        self.note_task(cx);
         if self.signal.is_raised() {
             self.discard_input(cx);
         }
@@ -286,7 +286,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for LingeringIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.note_task(cx);
+        this.note_reader(cx);
         if this.signal.is_raised() {
             // Nothing reads this connection's input any more: hyper is shown its end, so
             // that it never parses a byte that follows those thrown away beneath it.
