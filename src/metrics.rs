@@ -84,6 +84,24 @@ pub struct Metric {
 /// Whether a [`Metric`] only goes up or goes up and down.
 ///
 /// A snapshot holds plain numbers, so these two are all there can be (no histograms).
+///
+/// # Example
+///
+/// An exporter picks a counter or a gauge type of its library by it:
+///
+/// ```
+/// use linger::{LingerGroup, MetricKind};
+///
+/// for metric in LingerGroup::default().stats().metrics() {
+///     match metric.kind {
+///         // e.g. prometheus-client's `Counter`: only ever incremented by the difference.
+///         MetricKind::Counter => assert!(metric.name.ends_with("_total")),
+///         // e.g. its `Gauge`: set to the value.
+///         MetricKind::Gauge => assert!(!metric.name.ends_with("_total")),
+///     }
+/// }
+/// assert_eq!(MetricKind::Gauge.as_str(), "gauge");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MetricKind {
     /// Only goes up: a total since the [`LingerGroup`](crate::LingerGroup) or
