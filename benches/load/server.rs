@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -131,10 +132,18 @@ fn big_body() -> Bytes {
         .clone()
 }
 
-/// Every handler: answers by method and path, never reads the body.
-async fn handle<B>(request: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Every handler: answers by method and path; reads the body only for
+/// `POST /read`, whole, before it answers.
+async fn handle<B>(request: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    B: Body,
+{
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/") => (StatusCode::OK, Bytes::from_static(b"hello\n")),
+        (&Method::POST, "/read") => match request.into_body().collect().await {
+            Ok(_) => (StatusCode::OK, Bytes::from_static(b"read\n")),
+            Err(_) => (StatusCode::BAD_REQUEST, Bytes::from_static(b"bad body\n")),
+        },
         (&Method::POST, "/ignore") => (StatusCode::OK, Bytes::from_static(b"ignored\n")),
         (&Method::POST, "/reject") => (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -228,6 +237,7 @@ mod axum_app {
         Router::new()
             .route("/", get(|| async { "hello\n" }))
             .route("/ignore", post(|| async { "ignored\n" }))
+            .route("/read", post(|_body: axum::body::Bytes| async { "read\n" }))
             .route(
                 "/reject",
                 post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, "rejected\n") }),
