@@ -38,6 +38,10 @@ pub enum Server {
     /// The layer around the whole router, as the README's other form:
     /// `DrainBodyLayer::new(..).axum().layer(router.with_state(()))`.
     AxumAround,
+    /// No `linger`: the router with a layer that does nothing
+    /// (`router.layer(tower::layer::util::Identity::new())`), for what
+    /// `Router::layer` itself costs.
+    AxumIdentity,
     /// The README's hyper form for HTTP/1 and HTTP/2 on one port:
     /// `LingeringListener` + `DrainBodyLayer`, hyper-util's `auto` builder.
     Auto,
@@ -56,6 +60,7 @@ impl Server {
             "axum-bare" => Self::AxumBare,
             "axum-axumlayer" => Self::AxumAxumLayer,
             "axum-around" => Self::AxumAround,
+            "axum-identity" => Self::AxumIdentity,
             "auto" => Self::Auto,
             "auto-bare" => Self::AutoBare,
             _ => return None,
@@ -65,7 +70,11 @@ impl Server {
     fn is_axum(self) -> bool {
         matches!(
             self,
-            Self::Axum | Self::AxumBare | Self::AxumAxumLayer | Self::AxumAround
+            Self::Axum
+                | Self::AxumBare
+                | Self::AxumAxumLayer
+                | Self::AxumAround
+                | Self::AxumIdentity
         )
     }
 }
@@ -73,7 +82,7 @@ impl Server {
 /// Parses `name`, saying why not on stderr.
 pub fn parse_server(name: &str) -> Option<Server> {
     let Some(server) = Server::from_name(name) else {
-        eprintln!("load: unknown server {name:?} (plain, drain, linger, both, axum, axum-bare, axum-axumlayer, axum-around, auto, auto-bare)");
+        eprintln!("load: unknown server {name:?} (plain, drain, linger, both, axum, axum-bare, axum-axumlayer, axum-around, axum-identity, auto, auto-bare)");
         return None;
     };
     if server.is_axum() && !cfg!(feature = "axum") {
@@ -127,11 +136,19 @@ pub async fn serve(server: Server, tcp: TcpListener) {
         Server::Auto => serve_auto(tcp, true).await,
         Server::AutoBare => serve_auto(tcp, false).await,
         #[cfg(feature = "axum")]
-        Server::Axum | Server::AxumBare | Server::AxumAxumLayer | Server::AxumAround => {
+        Server::Axum
+        | Server::AxumBare
+        | Server::AxumAxumLayer
+        | Server::AxumAround
+        | Server::AxumIdentity => {
             axum_app::serve(server, tcp).await;
         }
         #[cfg(not(feature = "axum"))]
-        Server::Axum | Server::AxumBare | Server::AxumAxumLayer | Server::AxumAround => {
+        Server::Axum
+        | Server::AxumBare
+        | Server::AxumAxumLayer
+        | Server::AxumAround
+        | Server::AxumIdentity => {
             unreachable!("parse_server refuses axum")
         }
     }
@@ -374,6 +391,10 @@ mod axum_app {
             (Server::AxumAround, _) => {
                 let app = layer.axum().layer(router().with_state(()));
                 axum::serve(LingeringListener::new(tcp), app.into_make_service()).await
+            }
+            (Server::AxumIdentity, _) => {
+                let app = router().layer(tower::layer::util::Identity::new());
+                axum::serve(tcp, app).await
             }
             (_, false) => axum::serve(tcp, router()).await,
             (_, true) => axum::serve(tcp.tap_io(set_nodelay), router()).await,
