@@ -73,9 +73,10 @@ build_load_bin() {
     # the other. Seeded from another revision's, for its dependencies.
     local dir="$target_dir/load-base-$sha" seed
     if [ ! -d "$dir" ]; then
-        for seed in "$target_dir"/load-base "$target_dir"/load-base-*; do
+        for seed in "$target_dir"/load-base "$target_dir"/load-base-* "$target_dir"; do
             if [ -d "$seed/release" ]; then
-                cp -a "$seed" "$dir"
+                mkdir -p "$dir"
+                cp -a "$seed/release" "$dir/release"
                 break
             fi
         done
