@@ -109,6 +109,7 @@ pub(crate) fn withdraw(task: task::Id) {
 
 /// The id of the running task, to be compared by [`for_request`] when the response is
 /// ready.
+#[inline]
 pub(crate) fn calling_task() -> Option<task::Id> {
     task::try_id()
 }
@@ -152,10 +153,14 @@ pub(crate) struct DiscardSignal {
 
 impl DiscardSignal {
     /// Tells the IO to throw the client's input away from now on.
+    #[inline]
     pub(crate) fn raise(&self) {
         self.raised.store(true, Ordering::Release);
     }
 
+    // Inline: asked on every read and write of a `LingeringIo`, whose code is
+    // generated in the user's crate.
+    #[inline]
     pub(crate) fn is_raised(&self) -> bool {
         self.raised.load(Ordering::Acquire)
     }

@@ -23,6 +23,8 @@ pub enum Workload {
     Ignore256,
     /// `POST /reject` with a 64 KiB body and `Connection: close`.
     Rej64,
+    /// Keep-alive `POST /read` with a 16 KiB body the handler reads whole.
+    Read16,
 }
 
 impl Workload {
@@ -33,9 +35,10 @@ impl Workload {
             "ignore64" => Self::Ignore64,
             "ignore256" => Self::Ignore256,
             "rej64" => Self::Rej64,
+            "read16" => Self::Read16,
             _ => {
                 eprintln!(
-                    "load: unknown workload {name:?} (get_ka, get_close, ignore64, ignore256, rej64)"
+                    "load: unknown workload {name:?} (get_ka, get_close, ignore64, ignore256, rej64, read16)"
                 );
                 return None;
             }
@@ -55,6 +58,7 @@ impl Workload {
             Self::Ignore64 => ("POST", "/ignore", 64 * 1024, false),
             Self::Ignore256 => ("POST", "/ignore", 256 * 1024, false),
             Self::Rej64 => ("POST", "/reject", 64 * 1024, true),
+            Self::Read16 => ("POST", "/read", 16 * 1024, false),
         };
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
         if body > 0 {

@@ -2,9 +2,10 @@
 # Allocation calls and instructions per request on the server side, for the
 # closing path (deliverable 4 of issue 14: "before" and "after" figures).
 #
-#   benches/load/count.sh                                  # rej64 and get_close
+#   benches/load/count.sh                                  # get_ka read16 get_close rej64
 #   WORKLOADS=rej64 SERVERS="plain both" benches/load/count.sh
 #   BASELINE_REV=d39598f benches/load/count.sh             # + the servers of d39598f
+#   BASELINE_REV="af856a0 f021807" benches/load/count.sh   # + those of two revisions
 #
 # Each figure comes from `load count SERVER WORKLOAD N WARM_UP`: the server
 # (a one-worker tokio runtime, as `taskset -c 0` gives the served binary) and
@@ -29,7 +30,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SERVERS="${SERVERS:-plain drain linger both axum-bare axum}"
-WORKLOADS="${WORKLOADS:-rej64 get_close}"
+WORKLOADS="${WORKLOADS:-get_ka read16 get_close rej64}"
 BASELINE_REV="${BASELINE_REV:-}"
 BASELINE_SERVERS="${BASELINE_SERVERS:-drain linger both axum}"
 N="${N:-2000}"
@@ -44,11 +45,12 @@ BIN="$(build_load_bin "" "${CARGO_TARGET_DIR:-$LOAD_ROOT/target}")"
 declare -A BINS
 NAMES=()
 for s in $SERVERS; do NAMES+=("$s"); BINS[$s]="$BIN"; done
-if [ -n "$BASELINE_REV" ]; then
-    BASE_BIN="$(build_load_bin "$BASELINE_REV" "${CARGO_TARGET_DIR:-$LOAD_ROOT/target}")"
-    BASE_SHA="$(git -C "$LOAD_ROOT" rev-parse --short "$BASELINE_REV^{commit}")"
+# BASELINE_REV may list several revisions.
+for rev in $BASELINE_REV; do
+    BASE_BIN="$(build_load_bin "$rev" "${CARGO_TARGET_DIR:-$LOAD_ROOT/target}")"
+    BASE_SHA="$(git -C "$LOAD_ROOT" rev-parse --short "$rev^{commit}")"
     for s in $BASELINE_SERVERS; do NAMES+=("$s@$BASE_SHA"); BINS[$s@$BASE_SHA]="$BASE_BIN"; done
-fi
+done
 
 # Sum of the `totals:` of the callgrind files of every thread but the first
 # (the main thread is the client).
@@ -114,10 +116,11 @@ def n(x):
     return f"{x:,.0f}".replace(",", "\u202f")
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 base = {r["workload"]: r for r in rows if r["server"] == "plain"}
-print("| workload | server | allocations / request | bytes asked / request | instructions / request (server threads, user space) | added to plain |")
+axum_base = {r["workload"]: r for r in rows if r["server"] == "axum-bare"}
+print("| workload | server | allocations / request | bytes asked / request | instructions / request (server threads, user space) | added to its bare twin (`plain`; `axum-bare` for axum rows) |")
 print("|---|---|---|---|---|---|")
 for r in rows:
-    b = base.get(r["workload"])
+    b = (axum_base if r["server"].startswith("axum") and r["workload"] in axum_base else base).get(r["workload"])
     ir = r["instructions_per_request"]
     has_ir = ir not in ("-", "")
     added = ""

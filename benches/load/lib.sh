@@ -20,7 +20,7 @@ die() { log "error: $*"; exit 1; }
 cargo_load_bin() {
     local manifest="$1" target_dir="$2"
     CARGO_TARGET_DIR="$target_dir" cargo build --manifest-path "$manifest" \
-        --profile bench --bench load --features axum --message-format=json \
+        --profile bench --bench load --features "${LOAD_FEATURES:-axum}" --message-format=json \
         | python3 -c '
 import json, sys
 exe = None
@@ -67,15 +67,26 @@ build_load_bin() {
             >>"$src/Cargo.toml"
     fi
     log "building the load servers of $rev ($sha)"
-    # A target directory of its own: cargo names a path package's artifacts
-    # without its path, so in a shared one the two `linger` crates would take
-    # turns in one rlib, and a build of either could link the other.
-    cargo_load_bin "$src/Cargo.toml" "$target_dir/load-base"
+    # A target directory of its own per revision: cargo names a path
+    # package's artifacts without its path, so in a shared one two `linger`
+    # crates would take turns in one rlib, and a build of either could link
+    # the other. Seeded from another revision's, for its dependencies.
+    local dir="$target_dir/load-base-$sha" seed
+    if [ ! -d "$dir" ]; then
+        for seed in "$target_dir"/load-base "$target_dir"/load-base-* "$target_dir"; do
+            if [ -d "$seed/release" ]; then
+                mkdir -p "$dir"
+                cp -a "$seed/release" "$dir/release"
+                break
+            fi
+        done
+    fi
+    cargo_load_bin "$src/Cargo.toml" "$dir"
 }
 
 # nginx_prepare DIR PORT: writes DIR/nginx.conf from benches/load/nginx.conf
 # (listening on 127.0.0.1:PORT) and the 8 MiB file that answers POST /big.
-# Start nginx with: nginx -p DIR -c DIR/nginx.conf. Started as root, nginx's
+# PORT may carry listen options ("18380 http2"). Start nginx with: nginx -p DIR -c DIR/nginx.conf. Started as root, nginx's
 # worker runs as nobody: DIR and its parent (the script's mktemp -d, mode
 # 700) are made traversable so that it can open the file.
 nginx_prepare() {
@@ -119,9 +130,9 @@ cpu_jiffies() {
 
 # --- Servers, for run.sh and sendfirst.sh -----------------------------------
 #
-# start_servers: builds the `load` binary (BIN; BASE_BIN and BASE_SHA with
-#   BASELINE_REV), then starts every server of SERVERS (and BASELINE_SERVERS
-#   of BASELINE_REV), each on its own port from PORT_BASE, pinned to
+# start_servers: builds the `load` binary (BIN; BASE_BIN and BASE_SHA by
+#   revision with BASELINE_REV, which may list several), then starts every
+#   server of SERVERS (and BASELINE_SERVERS of each BASELINE_REV), each on its own port from PORT_BASE, pinned to
 #   SERVER_CPU, and stops them all on exit. Fills NAMES (the table's rows, in
 #   order), PORT and PID by name. Needs OUT and TMP; SERVER_ENV is added to
 #   the Rust servers' environment.
@@ -141,7 +152,7 @@ stop_servers() {
 }
 
 NAMES=()
-declare -A KIND ARG PORT PID
+declare -A KIND ARG PORT PID BASE_BIN BASE_SHA
 add_server() { NAMES+=("$1"); KIND[$1]="$2"; ARG[$1]="$3"; }
 
 start_server() {
@@ -153,7 +164,7 @@ start_server() {
                 >"$OUT/server-$name.log" 2>&1 &
             ;;
         nginx)
-            nginx_prepare "$TMP/nginx" "$port"
+            nginx_prepare "$TMP/nginx" "$port${NGINX_LISTEN:+ $NGINX_LISTEN}"
             taskset -c "$SERVER_CPU" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" \
                 >"$OUT/server-nginx.log" 2>&1 &
             ;;
@@ -171,11 +182,11 @@ start_servers() {
     trap stop_servers EXIT
     trap 'exit 130' INT TERM
     BIN="$(build_load_bin "" "${CARGO_TARGET_DIR:-$LOAD_ROOT/target}")"
-    BASE_BIN=""
-    if [ -n "$BASELINE_REV" ]; then
-        BASE_BIN="$(build_load_bin "$BASELINE_REV" "${CARGO_TARGET_DIR:-$LOAD_ROOT/target}")"
-        BASE_SHA="$(git -C "$LOAD_ROOT" rev-parse --short "$BASELINE_REV^{commit}")"
-    fi
+    local rev
+    for rev in $BASELINE_REV; do
+        BASE_BIN[$rev]="$(build_load_bin "$rev" "${CARGO_TARGET_DIR:-$LOAD_ROOT/target}")"
+        BASE_SHA[$rev]="$(git -C "$LOAD_ROOT" rev-parse --short "$rev^{commit}")"
+    done
     local s name i=0
     for s in $SERVERS; do
         case "$s" in
@@ -192,9 +203,9 @@ start_servers() {
             *) add_server "$s" rust "$BIN" ;;
         esac
     done
-    if [ -n "$BASE_BIN" ]; then
-        for s in $BASELINE_SERVERS; do add_server "$s@$BASE_SHA" rust "$BASE_BIN"; done
-    fi
+    for rev in $BASELINE_REV; do
+        for s in $BASELINE_SERVERS; do add_server "$s@${BASE_SHA[$rev]}" rust "${BASE_BIN[$rev]}"; done
+    done
     for name in "${NAMES[@]}"; do
         PORT[$name]=$((PORT_BASE + i))
         i=$((i + 1))
@@ -206,7 +217,8 @@ start_servers() {
 machine_facts() {
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "commit: $(git -C "$LOAD_ROOT" rev-parse --short HEAD)$(git -C "$LOAD_ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src modified)')"
-    [ -n "$BASELINE_REV" ] && echo "baseline: $BASELINE_REV = $BASE_SHA"
+    local rev
+    for rev in $BASELINE_REV; do echo "baseline: $rev = ${BASE_SHA[$rev]:-$rev}"; done
     echo "nproc: $(nproc)"
     echo "cpu: $(lscpu | sed -n 's/^Model name: *//p')"
     echo "kernel: $(uname -sr)"

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -31,6 +32,21 @@ pub enum Server {
     Axum,
     /// The same axum router, without `linger`.
     AxumBare,
+    /// The README's axum quick start with `DrainBodyLayer::axum()` on the
+    /// router: `router.layer(DrainBodyLayer::new(..).axum())`.
+    AxumAxumLayer,
+    /// The layer around the whole router, as the README's other form:
+    /// `DrainBodyLayer::new(..).axum().layer(router.with_state(()))`.
+    AxumAround,
+    /// No `linger`: the router with a layer that does nothing
+    /// (`router.layer(tower::layer::util::Identity::new())`), for what
+    /// `Router::layer` itself costs.
+    AxumIdentity,
+    /// The README's hyper form for HTTP/1 and HTTP/2 on one port:
+    /// `LingeringListener` + `DrainBodyLayer`, hyper-util's `auto` builder.
+    Auto,
+    /// The same `auto` loop without `linger`.
+    AutoBare,
 }
 
 impl Server {
@@ -42,19 +58,31 @@ impl Server {
             "both" => Self::Both,
             "axum" => Self::Axum,
             "axum-bare" => Self::AxumBare,
+            "axum-axumlayer" => Self::AxumAxumLayer,
+            "axum-around" => Self::AxumAround,
+            "axum-identity" => Self::AxumIdentity,
+            "auto" => Self::Auto,
+            "auto-bare" => Self::AutoBare,
             _ => return None,
         })
     }
 
     fn is_axum(self) -> bool {
-        matches!(self, Self::Axum | Self::AxumBare)
+        matches!(
+            self,
+            Self::Axum
+                | Self::AxumBare
+                | Self::AxumAxumLayer
+                | Self::AxumAround
+                | Self::AxumIdentity
+        )
     }
 }
 
 /// Parses `name`, saying why not on stderr.
 pub fn parse_server(name: &str) -> Option<Server> {
     let Some(server) = Server::from_name(name) else {
-        eprintln!("load: unknown server {name:?} (plain, drain, linger, both, axum, axum-bare)");
+        eprintln!("load: unknown server {name:?} (plain, drain, linger, both, axum, axum-bare, axum-axumlayer, axum-around, axum-identity, auto, auto-bare)");
         return None;
     };
     if server.is_axum() && !cfg!(feature = "axum") {
@@ -105,17 +133,37 @@ pub async fn serve(server: Server, tcp: TcpListener) {
         Server::Drain => serve_plain(tcp, true).await,
         Server::Linger => serve_lingering(tcp, false).await,
         Server::Both => serve_lingering(tcp, true).await,
+        Server::Auto => serve_auto(tcp, true).await,
+        Server::AutoBare => serve_auto(tcp, false).await,
         #[cfg(feature = "axum")]
-        Server::Axum | Server::AxumBare => axum_app::serve(server == Server::Axum, tcp).await,
+        Server::Axum
+        | Server::AxumBare
+        | Server::AxumAxumLayer
+        | Server::AxumAround
+        | Server::AxumIdentity => {
+            axum_app::serve(server, tcp).await;
+        }
         #[cfg(not(feature = "axum"))]
-        Server::Axum | Server::AxumBare => unreachable!("parse_server refuses axum"),
+        Server::Axum
+        | Server::AxumBare
+        | Server::AxumAxumLayer
+        | Server::AxumAround
+        | Server::AxumIdentity => {
+            unreachable!("parse_server refuses axum")
+        }
     }
 }
 
-/// Whether `LOAD_NODELAY=1` asks for `TCP_NODELAY` on the hyper servers; off
+/// Whether `LOAD_NODELAY=1` asks for `TCP_NODELAY` on every server; off
 /// by default, as in the README (axum's `serve` does not set it either).
 fn nodelay() -> bool {
     std::env::var_os("LOAD_NODELAY").is_some_and(|v| v == "1")
+}
+
+/// A number from the environment (`LOAD_H2_*`), for the HTTP/2 settings of
+/// the `auto` servers that `h2.sh` tries; `None` keeps hyper's default.
+fn env_u32(name: &str) -> Option<u32> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 /// The size of the answer to `POST /big`: far more than the socket buffers
@@ -131,10 +179,18 @@ fn big_body() -> Bytes {
         .clone()
 }
 
-/// Every handler: answers by method and path, never reads the body.
-async fn handle<B>(request: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Every handler: answers by method and path; reads the body only for
+/// `POST /read`, whole, before it answers.
+async fn handle<B>(request: Request<B>) -> Result<Response<Full<Bytes>>, Infallible>
+where
+    B: Body,
+{
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/") => (StatusCode::OK, Bytes::from_static(b"hello\n")),
+        (&Method::POST, "/read") => match request.into_body().collect().await {
+            Ok(_) => (StatusCode::OK, Bytes::from_static(b"read\n")),
+            Err(_) => (StatusCode::BAD_REQUEST, Bytes::from_static(b"bad body\n")),
+        },
         (&Method::POST, "/ignore") => (StatusCode::OK, Bytes::from_static(b"ignored\n")),
         (&Method::POST, "/reject") => (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -210,6 +266,76 @@ async fn serve_lingering(tcp: TcpListener, layered: bool) {
     }
 }
 
+/// The README's hyper form for HTTP/1 and HTTP/2 on one port (`auto`), with
+/// `linger` (`layered`) or without it at all. `LOAD_H2_WINDOW` (initial
+/// stream and connection windows, bytes), `LOAD_H2_FRAME` (max frame size)
+/// and `LOAD_H2_ADAPTIVE=1` change hyper's HTTP/2 settings; unset, hyper's
+/// defaults, as in the README.
+async fn serve_auto(tcp: TcpListener, layered: bool) {
+    use hyper_util::rt::TokioExecutor;
+    use hyper_util::server::conn::auto;
+
+    let nodelay = nodelay();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    {
+        let mut h2 = builder.http2();
+        if let Some(window) = env_u32("LOAD_H2_WINDOW") {
+            h2.initial_stream_window_size(window)
+                .initial_connection_window_size(window);
+        }
+        if let Some(frame) = env_u32("LOAD_H2_FRAME") {
+            h2.max_frame_size(frame);
+        }
+        if std::env::var_os("LOAD_H2_ADAPTIVE").is_some_and(|v| v == "1") {
+            h2.adaptive_window(true);
+        }
+    }
+    if layered {
+        let listener = LingeringListener::new(tcp);
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _peer)) => stream,
+                Err(_) => {
+                    accept_backoff().await;
+                    continue;
+                }
+            };
+            if nodelay {
+                let _ = stream.get_ref().set_nodelay(true);
+            }
+            let service = ServiceBuilder::new()
+                .layer(DrainBodyLayer::new(256 * 1024))
+                .service_fn(handle::<DrainBody<Incoming>>);
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .await;
+            });
+        }
+    } else {
+        loop {
+            let stream = match tcp.accept().await {
+                Ok((stream, _peer)) => stream,
+                Err(_) => {
+                    accept_backoff().await;
+                    continue;
+                }
+            };
+            if nodelay {
+                let _ = stream.set_nodelay(true);
+            }
+            let service = ServiceBuilder::new().service_fn(handle::<Incoming>);
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .await;
+            });
+        }
+    }
+}
+
 /// After a failed accept (out of descriptors, say), wait a little rather than
 /// spin; the README's `?` would end the server instead.
 async fn accept_backoff() {
@@ -218,6 +344,7 @@ async fn accept_backoff() {
 
 #[cfg(feature = "axum")]
 mod axum_app {
+    use super::Server;
     use axum::http::StatusCode;
     use axum::routing::{get, post};
     use axum::Router;
@@ -228,6 +355,7 @@ mod axum_app {
         Router::new()
             .route("/", get(|| async { "hello\n" }))
             .route("/ignore", post(|| async { "ignored\n" }))
+            .route("/read", post(|_body: axum::body::Bytes| async { "read\n" }))
             .route(
                 "/reject",
                 post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, "rejected\n") }),
@@ -235,14 +363,41 @@ mod axum_app {
             .route("/big", post(|| async { super::big_body() }))
     }
 
-    /// The README's axum quick start (`readme`), or the same router served
-    /// without `linger`.
-    pub(super) async fn serve(readme: bool, tcp: TcpListener) {
-        let _ = if readme {
-            let app = router().layer(DrainBodyLayer::new(256 * 1024));
-            axum::serve(LingeringListener::new(tcp), app).await
-        } else {
-            axum::serve(tcp, router()).await
+    /// The README's axum quick start (`Server::Axum`), its variants, or the
+    /// same router served without `linger`. `LOAD_NODELAY=1` sets
+    /// `TCP_NODELAY` through axum's `tap_io` (not in the README). Built with
+    /// axum's `http2` feature (`h2.sh`), `serve` speaks HTTP/2 too.
+    pub(super) async fn serve(server: Server, tcp: TcpListener) {
+        use axum::serve::ListenerExt as _;
+        use axum::ServiceExt as _;
+        use tower::Layer as _;
+
+        let set_nodelay = |stream: &mut tokio::net::TcpStream| {
+            let _ = stream.set_nodelay(true);
+        };
+        let layer = DrainBodyLayer::new(256 * 1024);
+        let _ = match (server, super::nodelay()) {
+            (Server::Axum, false) => {
+                axum::serve(LingeringListener::new(tcp), router().layer(layer)).await
+            }
+            (Server::Axum, true) => {
+                let tcp = tcp.tap_io(set_nodelay);
+                axum::serve(LingeringListener::new(tcp), router().layer(layer)).await
+            }
+            (Server::AxumAxumLayer, _) => {
+                let app = router().layer(layer.axum());
+                axum::serve(LingeringListener::new(tcp), app).await
+            }
+            (Server::AxumAround, _) => {
+                let app = layer.axum().layer(router().with_state(()));
+                axum::serve(LingeringListener::new(tcp), app.into_make_service()).await
+            }
+            (Server::AxumIdentity, _) => {
+                let app = router().layer(tower::layer::util::Identity::new());
+                axum::serve(tcp, app).await
+            }
+            (_, false) => axum::serve(tcp, router()).await,
+            (_, true) => axum::serve(tcp.tap_io(set_nodelay), router()).await,
         };
     }
 }

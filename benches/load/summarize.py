@@ -13,7 +13,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-ORDER = ["get_ka", "get_close", "ignore64", "ignore256", "rej64"]
+ORDER = ["get_ka", "read16", "get_close", "ignore64", "ignore256", "rej64"]
 CLK_TCK_NS = 10_000_000  # /proc/stat counts in USER_HZ = 100
 
 

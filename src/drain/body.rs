@@ -1,5 +1,8 @@
+use std::any::Any;
+use std::cell::Cell;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -26,10 +29,33 @@ pub struct DrainBody<B> {
 /// Both sides may act at the same moment on different threads; the lock
 /// decides who came first, so that a body dropped while the response is being
 /// settled is either taken by the response or drained as a held body, never
-/// neither or both. It is taken twice per request with a body, uncontended
-/// but for that race.
+/// neither or both. It is taken only when something is left to settle: a body
+/// read to its end and dropped before the response (the common case) says so
+/// with one atomic operation ([`quick`](Self::quick)), and the response finds
+/// it with another.
+///
+/// A handoff whose request is settled goes back to a spare slot of its thread
+/// ([`DrainBody::tracked`] takes it from there), so that a thread serving
+/// requests with bodies of one type allocates none after the first.
 pub(crate) struct Handoff<B> {
+    /// `OPEN`, then `ENDED` when the service dropped the body at its end before
+    /// the response looked (without the lock), or `SETTLING` once the response
+    /// has looked: from then on everything goes through the lock.
+    quick: AtomicU8,
     state: Mutex<State<B>>,
+}
+
+/// [`Handoff::quick`]: neither side has acted yet.
+const OPEN: u8 = 0;
+/// [`Handoff::quick`]: the service dropped the body at its end, first.
+const ENDED: u8 = 1;
+/// [`Handoff::quick`]: the response has looked; the lock decides the rest.
+const SETTLING: u8 = 2;
+
+thread_local! {
+    /// One settled handoff kept for the next request with a body on this thread,
+    /// whatever its body type (a mismatch is dropped and a new one made).
+    static SPARE: Cell<Option<Arc<dyn Any + Send + Sync>>> = const { Cell::new(None) };
 }
 
 enum State<B> {
@@ -70,6 +96,9 @@ impl<B> Handoff<B> {
     /// Where the body is, now that the response exists. Whatever the answer,
     /// the body is the response's business from here on.
     pub(crate) fn at_response(&self) -> AtResponse<'_, B> {
+        if self.quick.swap(SETTLING, Ordering::AcqRel) == ENDED {
+            return AtResponse::Finished;
+        }
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Done) {
             State::WithService => AtResponse::StillHeld(HeldSlot(state)),
@@ -89,6 +118,42 @@ impl<B> Handoff<B> {
     }
 }
 
+impl<B: Send + 'static> Handoff<B> {
+    /// The thread's spare handoff if it is of this type, else a new one.
+    fn take_spare() -> Arc<Self> {
+        SPARE
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .and_then(|spare| spare.downcast::<Self>().ok())
+            .unwrap_or_else(|| {
+                Arc::new(Self {
+                    quick: AtomicU8::new(OPEN),
+                    state: Mutex::new(State::WithService),
+                })
+            })
+    }
+
+    /// Keeps a handoff that nothing else holds any more (its body is gone) as
+    /// the thread's spare, reset for the next request; a held one is just
+    /// dropped.
+    pub(crate) fn recycle(mut handoff: Arc<Self>) {
+        let Some(fresh) = Arc::get_mut(&mut handoff) else {
+            return;
+        };
+        let Ok(state) = fresh.state.get_mut() else {
+            return;
+        };
+        if !matches!(state, State::WithService | State::Done) {
+            return;
+        }
+        *state = State::WithService;
+        *fresh.quick.get_mut() = OPEN;
+        let spare: Arc<dyn Any + Send + Sync> = handoff;
+        let _ = SPARE.try_with(|slot| slot.set(Some(spare)));
+    }
+}
+
 impl<B> DrainBody<B> {
     /// A body the layer will never drain (empty bodies, HTTP/2 `CONNECT`).
     pub(crate) fn untracked(body: B) -> Self {
@@ -100,10 +165,11 @@ impl<B> DrainBody<B> {
     }
 
     /// A body whose unread rest goes back to the layer when dropped.
-    pub(crate) fn tracked(body: B) -> (Self, Arc<Handoff<B>>) {
-        let handoff = Arc::new(Handoff {
-            state: Mutex::new(State::WithService),
-        });
+    pub(crate) fn tracked(body: B) -> (Self, Arc<Handoff<B>>)
+    where
+        B: Send + 'static,
+    {
+        let handoff = Handoff::take_spare();
         let body = Self {
             body: Some(body),
             handoff: Some(Arc::clone(&handoff)),
@@ -124,6 +190,16 @@ impl<B> Drop for DrainBody<B> {
         let Some(handoff) = self.handoff.take() else {
             return;
         };
+        // Read to its end, and the response has not looked yet: it finds that
+        // without the lock.
+        if self.progress.ended
+            && handoff
+                .quick
+                .compare_exchange(OPEN, ENDED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return;
+        }
         let Some(body) = self.body.take() else {
             return;
         };

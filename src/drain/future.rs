@@ -81,6 +81,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        // A request the layer does not watch (every one without a body): the
+        // inner future's answer, untouched.
+        if this.tracked.is_none() && this.waiting.is_none() {
+            return this.inner.poll(cx);
+        }
         loop {
             if let Some((waiting, _)) = this.waiting.as_mut() {
                 let end = ready!(waiting.poll(cx));
@@ -149,11 +154,8 @@ where
         return None;
     }
     let unread = match handoff.at_response() {
-        AtResponse::Unfinished(unread) => unread,
-        AtResponse::Finished => {
-            pending_outcome.record(Outcome::Read, 0, Duration::ZERO);
-            return None;
-        }
+        AtResponse::Unfinished(unread) => Some(unread),
+        AtResponse::Finished => None,
         AtResponse::StillHeld(slot) => {
             let window = DrainWindow::from_now(policy.timeout);
             let io = io_beneath(policy, response, called_from);
@@ -165,6 +167,12 @@ where
             );
             return None;
         }
+    };
+    // The body is gone: the handoff can serve the thread's next request.
+    Handoff::recycle(handoff);
+    let Some(unread) = unread else {
+        pending_outcome.record(Outcome::Read, 0, Duration::ZERO);
+        return None;
     };
     let window = || DrainWindow::from_now(policy.timeout);
     let io = io_beneath(policy, response, called_from);

@@ -114,12 +114,19 @@ where
     } else {
         settings.limit
     };
+    // Neither matters on a stream: `Expect` is read on HTTP/1.1 only, and a
+    // stream never ends its connection (`io_beneath`).
+    let (expects_continue, request_closes) = if multiplexed {
+        (false, false)
+    } else {
+        connection_facts(&request)
+    };
     let policy = DrainPolicy {
         limit: u64::try_from(limit).unwrap_or(u64::MAX),
         timeout: settings.timeout,
         wait_for_drain: settings.wait_for_drain,
-        expects_continue: expects_continue(&request),
-        request_closes: ends_connection(request.version(), request.headers()),
+        expects_continue,
+        request_closes,
         multiplexed,
     };
     let connect = request.method() == Method::CONNECT;
@@ -144,6 +151,32 @@ where
         inner.call(Request::from_parts(parts, tracked(body))),
         body_state,
     )
+}
+
+/// Of an HTTP/1 request: whether it expects `100 Continue`
+/// ([`expects_continue`]) and whether it ends its connection
+/// ([`ends_connection`]).
+///
+/// One pass over the header names first: most requests carry neither
+/// `Expect` nor `Connection`, and comparing a few names costs less than
+/// looking both up in the map.
+fn connection_facts<B>(request: &Request<B>) -> (bool, bool) {
+    let (mut expect, mut connection) = (false, false);
+    for name in request.headers().keys() {
+        if name == header::EXPECT {
+            expect = true;
+        } else if name == header::CONNECTION {
+            connection = true;
+        }
+    }
+    let expects_continue = expect && expects_continue(request);
+    // Without a `Connection` header, only HTTP/1.0 ends its connection.
+    let request_closes = if connection {
+        ends_connection(request.version(), request.headers())
+    } else {
+        request.version() == Version::HTTP_10
+    };
+    (expects_continue, request_closes)
 }
 
 /// Whether hyper holds back `100 Continue` until the body is polled.
@@ -197,6 +230,44 @@ mod tests {
             &["100-continue, other"]
         )));
         assert!(!expects_continue(&request(Version::HTTP_11, &[])));
+    }
+
+    /// The one pass over the names answers as the two lookups it spares.
+    #[test]
+    fn connection_facts_match_the_lookups() {
+        let headers: &[&[(&str, &str)]] = &[
+            &[],
+            &[("host", "x"), ("content-length", "3")],
+            &[("expect", "100-continue")],
+            &[("expect", "100-continue"), ("expect", "other")],
+            &[("connection", "close")],
+            &[("connection", "keep-alive")],
+            &[("connection", "upgrade"), ("connection", "Close")],
+            &[("connection", "keep-alive"), ("expect", "100-Continue")],
+            &[("x-other", "close"), ("expect", "nothing")],
+        ];
+        for version in [
+            Version::HTTP_09,
+            Version::HTTP_10,
+            Version::HTTP_11,
+            Version::HTTP_2,
+        ] {
+            for list in headers {
+                let mut builder = Request::post("/").version(version);
+                for (name, value) in *list {
+                    builder = builder.header(*name, *value);
+                }
+                let request = builder.body(()).unwrap();
+                assert_eq!(
+                    connection_facts(&request),
+                    (
+                        expects_continue(&request),
+                        ends_connection(request.version(), request.headers())
+                    ),
+                    "{version:?} {list:?}"
+                );
+            }
+        }
     }
 
     /// Sends `request` through the layer to a handler that ignores the body

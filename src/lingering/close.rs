@@ -146,6 +146,7 @@ impl Close {
     }
 
     /// The peer sent its EOF: a close will not wait for it.
+    #[inline]
     pub(crate) fn peer_closed(&mut self) {
         self.peer_eof = true;
     }

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"io"
 	"log"
 	"net/http"
 	"os"
@@ -31,6 +32,12 @@ func main() {
 			w.Write([]byte("hello\n"))
 		case r.Method == "POST" && r.URL.Path == "/ignore":
 			w.Write([]byte("ignored\n"))
+		case r.Method == "POST" && r.URL.Path == "/read":
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			w.Write([]byte("read\n"))
 		case r.Method == "POST" && r.URL.Path == "/reject":
 			w.WriteHeader(http.StatusRequestEntityTooLarge)
 			w.Write([]byte("rejected\n"))
