@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::counters::{Outcome, PendingOutcome};
 use super::drainer::{DrainEnd, Drainer};
-use crate::discard_signal::DiscardSignal;
+use crate::discard_signal::{self, DiscardSignal};
 use crate::timers;
 
 /// The layer's settings and the request's facts that decide a drain.
@@ -88,25 +88,58 @@ impl DrainWindow {
 /// The connection's `LingeringIo` as the layer sees it.
 #[derive(Debug)]
 pub(crate) struct IoBeneath {
-    /// Its signal, if the layer is sure which IO serves the request.
-    pub(crate) signal: Option<Arc<DiscardSignal>>,
+    lookup: Lookup,
     /// The connection closes after the response anyway.
-    pub(crate) closes_anyway: bool,
+    closes_anyway: bool,
+}
+
+/// Where the IO's signal stands: looked up only when a decision needs it, so
+/// that a body drained in place at once (the common case) costs no lookup.
+#[derive(Debug)]
+enum Lookup {
+    Done(Option<Arc<DiscardSignal>>),
+    /// To be looked up from the task that called the service; a lookup from
+    /// any other task finds nothing.
+    FromTask(Option<tokio::task::Id>),
 }
 
 impl IoBeneath {
     /// No IO to tell anything (HTTP/2, or none found).
     pub(crate) const fn none() -> Self {
         Self {
-            signal: None,
+            lookup: Lookup::Done(None),
             closes_anyway: false,
+        }
+    }
+
+    /// The IO of the connection whose service `called_from` called.
+    pub(crate) const fn of_task(called_from: Option<tokio::task::Id>, closes_anyway: bool) -> Self {
+        Self {
+            lookup: Lookup::FromTask(called_from),
+            closes_anyway,
+        }
+    }
+
+    /// Looked up now, for a decision taken later on another task.
+    pub(crate) fn looked_up(mut self) -> Self {
+        self.signal();
+        self
+    }
+
+    fn signal(&mut self) -> Option<Arc<DiscardSignal>> {
+        if let Lookup::FromTask(called_from) = self.lookup {
+            self.lookup = Lookup::Done(discard_signal::for_request(called_from));
+        }
+        match &self.lookup {
+            Lookup::Done(signal) => signal.clone(),
+            Lookup::FromTask(_) => None,
         }
     }
 
     /// The body will not be read any more and the connection ends after the
     /// response: the IO throws the client's input away from now on.
-    fn give_up(&self) {
-        if let Some(signal) = &self.signal {
+    fn give_up(&mut self) {
+        if let Some(signal) = self.signal() {
             signal.raise();
         }
     }
@@ -138,7 +171,7 @@ pub(crate) fn decide<B>(
     policy: DrainPolicy,
     pending_outcome: PendingOutcome,
     window: impl FnOnce() -> DrainWindow,
-    io: IoBeneath,
+    mut io: IoBeneath,
     cx: Option<&mut Context<'_>>,
 ) -> Decision<B>
 where
@@ -149,10 +182,12 @@ where
         pending_outcome.record(Outcome::Read, 0, Duration::ZERO);
         return Decision::Settled { close: false };
     }
-    if let (true, Some(signal)) = (io.closes_anyway, &io.signal) {
-        signal.raise();
-        pending_outcome.record(Outcome::LeftToLinger, 0, Duration::ZERO);
-        return Decision::Settled { close: false };
+    if io.closes_anyway {
+        if let Some(signal) = io.signal() {
+            signal.raise();
+            pending_outcome.record(Outcome::LeftToLinger, 0, Duration::ZERO);
+            return Decision::Settled { close: false };
+        }
     }
     if let Some(outcome) = refusal(progress, policy) {
         io.give_up();
@@ -163,16 +198,21 @@ where
     }
     // Takes what has already arrived. A declared remainder above the limit
     // ends this at once, before anything is read.
-    let mut drainer = Drainer::new(body, policy.limit, pending_outcome, io.signal);
+    let mut drainer = Drainer::new(body, policy.limit, pending_outcome);
     let responding = cx.is_some();
     if let Some(cx) = cx {
         if let Poll::Ready(end) = drainer.poll_drain(cx) {
+            if end != DrainEnd::Complete {
+                drainer.tell_on_give_up(io.signal());
+            }
             drainer.finish(end, true);
             return Decision::Settled {
                 close: end != DrainEnd::Complete && policy.gives_up_by_closing(),
             };
         }
     }
+    // The drain may give up later, on another task: the IO is found now.
+    drainer.tell_on_give_up(io.signal());
     let DrainWindow { runtime, deadline } = window();
     let Some(runtime) = runtime else {
         drainer.give_up(Outcome::NoTimers);

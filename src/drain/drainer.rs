@@ -65,20 +65,20 @@ impl<B> Drainer<B>
 where
     B: Body + Unpin,
 {
-    pub(crate) fn new(
-        body: B,
-        limit: u64,
-        pending_outcome: PendingOutcome,
-        io_signal: Option<Arc<DiscardSignal>>,
-    ) -> Self {
+    pub(crate) fn new(body: B, limit: u64, pending_outcome: PendingOutcome) -> Self {
         Self {
             body,
             limit,
             drained: 0,
             started: Instant::now(),
             pending_outcome: Some(pending_outcome),
-            io_signal,
+            io_signal: None,
         }
+    }
+
+    /// The connection's `LingeringIo` to tell if the drain gives up.
+    pub(crate) fn tell_on_give_up(&mut self, io_signal: Option<Arc<DiscardSignal>>) {
+        self.io_signal = io_signal;
     }
 
     /// Ends the drain: traced and counted, as drained in place (`inline`) or

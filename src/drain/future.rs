@@ -15,7 +15,6 @@ use super::close_header::{ends_connection, mark_close};
 use super::counters::{Outcome, PendingOutcome};
 use super::decision::{decide, Decision, DrainPolicy, DrainWhenDropped, DrainWindow, IoBeneath};
 use super::drainer::{DrainEnd, Drainer};
-use crate::discard_signal;
 
 pin_project! {
     /// Response future of [`DrainBodyService`](crate::DrainBodyService).
@@ -158,7 +157,8 @@ where
         AtResponse::Finished => None,
         AtResponse::StillHeld(slot) => {
             let window = DrainWindow::from_now(policy.timeout);
-            let io = io_beneath(policy, response, called_from);
+            // Dropped later, maybe on another task: the IO is found now.
+            let io = io_beneath(policy, response, called_from).looked_up();
             slot.drain_when_dropped(DrainWhenDropped::new(policy, window, io, pending_outcome));
             tracing::debug!(
                 outcome = "held",
@@ -206,11 +206,9 @@ fn io_beneath<ResBody>(
     if policy.multiplexed {
         return IoBeneath::none();
     }
-    IoBeneath {
-        signal: discard_signal::for_request(called_from),
-        closes_anyway: policy.request_closes
-            || ends_connection(response.version(), response.headers()),
-    }
+    let closes_anyway =
+        policy.request_closes || ends_connection(response.version(), response.headers());
+    IoBeneath::of_task(called_from, closes_anyway)
 }
 
 impl<F: Future, B> fmt::Debug for ResponseFuture<F, B> {
