@@ -35,7 +35,7 @@ pub struct DrainBody<B> {
 /// it with another.
 ///
 /// A handoff whose request is settled goes back to a spare slot of its thread
-/// ([`DrainBody::tracked`] takes it from there), so that a thread serving
+/// ([`Handoff::for_request`] takes it from there), so that a thread serving
 /// requests with bodies of one type allocates none after the first.
 pub(crate) struct Handoff<B> {
     /// `OPEN`, then `ENDED` when the service dropped the body at its end before
@@ -96,7 +96,11 @@ impl<B> Handoff<B> {
     /// Where the body is, now that the response exists. Whatever the answer,
     /// the body is the response's business from here on.
     pub(crate) fn at_response(&self) -> AtResponse<'_, B> {
-        if self.quick.swap(SETTLING, Ordering::AcqRel) == ENDED {
+        // `ENDED` is final: a plain load finds it, without a write to the
+        // line the body's thread may still hold.
+        if self.quick.load(Ordering::Acquire) == ENDED
+            || self.quick.swap(SETTLING, Ordering::AcqRel) == ENDED
+        {
             return AtResponse::Finished;
         }
         let mut state = self.lock();
@@ -119,8 +123,9 @@ impl<B> Handoff<B> {
 }
 
 impl<B: Send + 'static> Handoff<B> {
-    /// The thread's spare handoff if it is of this type, else a new one.
-    fn take_spare() -> Arc<Self> {
+    /// The handoff of a new request: the thread's spare if it is of this
+    /// type, else a new one.
+    pub(crate) fn for_request() -> Arc<Self> {
         SPARE
             .try_with(Cell::take)
             .ok()
@@ -164,18 +169,14 @@ impl<B> DrainBody<B> {
         }
     }
 
-    /// A body whose unread rest goes back to the layer when dropped.
-    pub(crate) fn tracked(body: B) -> (Self, Arc<Handoff<B>>)
-    where
-        B: Send + 'static,
-    {
-        let handoff = Handoff::take_spare();
-        let body = Self {
+    /// A body whose unread rest goes back to the layer, through `handoff`
+    /// (from [`Handoff::for_request`]), when dropped.
+    pub(crate) fn tracked(body: B, handoff: &Arc<Handoff<B>>) -> Self {
+        Self {
             body: Some(body),
-            handoff: Some(Arc::clone(&handoff)),
+            handoff: Some(Arc::clone(handoff)),
             progress: Progress::default(),
-        };
-        (body, handoff)
+        }
     }
 
     /// Bytes of data the inner service has read so far.
@@ -302,7 +303,8 @@ mod tests {
         for ended in [false, true] {
             for _ in 0..2000 {
                 let counters = DrainCounters::new();
-                let (mut body, handoff) = DrainBody::tracked(Full::new(Bytes::from_static(b"abc")));
+                let handoff = Handoff::for_request();
+                let mut body = DrainBody::tracked(Full::new(Bytes::from_static(b"abc")), &handoff);
                 if ended {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .build()

@@ -6,7 +6,7 @@ use tower_service::Service;
 
 use std::time::Duration;
 
-use super::body::DrainBody;
+use super::body::{DrainBody, Handoff};
 use super::close_header::ends_connection;
 use super::counters::{DrainCounters, Outcome, PendingOutcome};
 use super::decision::DrainPolicy;
@@ -131,8 +131,9 @@ where
     };
     let connect = request.method() == Method::CONNECT;
     let version = request.version();
+    let handoff = Handoff::for_request();
     let (parts, body) = request.into_parts();
-    let (body, handoff) = DrainBody::tracked(body);
+    let body = tracked(DrainBody::tracked(body, &handoff));
     let pending_outcome = settings
         .counters
         .as_ref()
@@ -147,10 +148,7 @@ where
         pending_outcome,
         called_from: discard_signal::calling_task(),
     };
-    ResponseFuture::tracked(
-        inner.call(Request::from_parts(parts, tracked(body))),
-        body_state,
-    )
+    ResponseFuture::tracked(inner.call(Request::from_parts(parts, body)), body_state)
 }
 
 /// Of an HTTP/1 request: whether it expects `100 Continue`
