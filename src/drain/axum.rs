@@ -1,9 +1,11 @@
 //! The layer for axum (feature `axum`): the same behaviour, axum's own
 //! `Body` on both sides.
 
+use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
+use axum::Router;
 use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -18,8 +20,9 @@ impl DrainBodyLayer {
     /// so that axum does not box the body again on every request.
     ///
     /// Handlers see the same thing either way (axum always gives them its
-    /// `Body`); only the cost differs. Around a whole `router.with_state(())`
-    /// a request without a body then costs no allocation at all; through
+    /// `Body`); only the cost differs. Around a whole router served by
+    /// `axum::serve`, a request without a body then costs no allocation at all
+    /// (a `router.with_state(())` for other ways of serving it); through
     /// `Router::layer`, axum's own wrapping of each route costs two, whatever
     /// the layer (BENCHMARKS.md, section 6).
     ///
@@ -33,8 +36,8 @@ impl DrainBodyLayer {
     /// let routes = Router::new().route("/upload", post(|| async { "ignored" }));
     /// // On the router, as `DrainBodyLayer` itself:
     /// let app: Router = routes.clone().layer(DrainBodyLayer::new(256 * 1024).axum());
-    /// // Or around it, then `axum::ServiceExt::into_make_service` for `axum::serve`:
-    /// let app = DrainBodyLayer::new(256 * 1024).axum().layer(routes.with_state::<()>(()));
+    /// // Or around it: `axum::serve(listener, app)` takes either.
+    /// let app = DrainBodyLayer::new(256 * 1024).axum().layer(routes);
     /// # let _ = app;
     /// ```
     #[must_use]
@@ -47,26 +50,26 @@ impl DrainBodyLayer {
 /// settings, same behaviour, axum's `Body` on both sides.
 ///
 /// Use it to wrap a whole router yourself, where it saves axum's boxing of the
-/// body on every request; on `Router::layer`, plain [`DrainBodyLayer`] costs
-/// the same. It needs tower's `Layer` to wrap, and axum's `ServiceExt` to serve
-/// the result.
+/// body on every request and the two allocations of `Router::layer`'s own
+/// wrapping of each route; on `Router::layer`, it saves the boxing of bodies the
+/// layer does not track. `axum::serve` takes the wrapped router as it is
+/// (`into_make_service_with_connect_info` from axum's `ServiceExt` for
+/// `ConnectInfo`).
 ///
 /// # Example
 ///
 /// ```no_run
 /// use axum::routing::post;
-/// use axum::{Router, ServiceExt as _}; // `into_make_service` for any service
-/// use linger::{AxumDrainBodyLayer, DrainBodyLayer, LingeringListener};
+/// use axum::Router;
+/// use linger::{DrainBodyLayer, LingeringListener};
 /// use tower::Layer as _; // `.layer(router)`
 ///
 /// #[tokio::main]
 /// async fn main() -> std::io::Result<()> {
 ///     let router = Router::new().route("/upload", post(|| async { "rejected unread" }));
-///     let layer: AxumDrainBodyLayer = DrainBodyLayer::new(256 * 1024).axum();
-///     // `with_state(())` turns the handlers into routes once, not on every request.
-///     let app = layer.layer(router.with_state(()));
+///     let app = DrainBodyLayer::new(256 * 1024).axum().layer(router);
 ///     let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-///     axum::serve(LingeringListener::new(tcp), app.into_make_service()).await
+///     axum::serve(LingeringListener::new(tcp), app).await
 /// }
 /// ```
 #[derive(Clone, Debug)]
@@ -131,5 +134,30 @@ where
             |body| body,
             Body::new,
         )
+    }
+}
+
+/// Lets `axum::serve` take a wrapped router as it takes a bare one:
+/// `axum::serve(listener, DrainBodyLayer::new(limit).axum().layer(router))`.
+///
+/// As axum does for its `Router`, each connection gets the router with its
+/// handlers turned into routes once (`with_state(())`), not on every request.
+impl<L> Service<axum::serve::IncomingStream<'_, L>> for AxumDrainBodyService<Router>
+where
+    L: axum::serve::Listener,
+{
+    type Response = Self;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _stream: axum::serve::IncomingStream<'_, L>) -> Self::Future {
+        std::future::ready(Ok(Self {
+            inner: self.inner.clone().with_state(()),
+            settings: self.settings.clone(),
+        }))
     }
 }

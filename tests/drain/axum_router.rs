@@ -113,3 +113,24 @@ async fn axum_flavour_around_router() {
     }
     ignored_bodies_keep_connection(addr).await;
 }
+
+/// `DrainBodyLayer::axum()` around the router, handed to `axum::serve` as it
+/// is (no `into_make_service`, no `with_state`), on a `LingeringListener`:
+/// served as the bare router is, and the ignored bodies drained.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn axum_flavour_around_router_served_directly() {
+    let (listener, addr) = bind().await;
+    let counters = linger::DrainCounters::new();
+    if layer_enabled() {
+        let app = layer().counters(counters.clone()).axum().layer(router());
+        let listener = linger::LingeringListener::new(listener);
+        tokio::spawn(axum::serve(listener, app).into_future());
+    } else {
+        tokio::spawn(axum::serve(listener, router()).into_future());
+    }
+    ignored_bodies_keep_connection(addr).await;
+    let stats = counters.snapshot();
+    assert_eq!((stats.read, stats.settled()), (1, 3), "{stats:?}");
+    assert_eq!(stats.bytes_drained, 10_000, "{stats:?}");
+}
