@@ -137,6 +137,25 @@ where
     }
 }
 
+impl AxumDrainBodyService<Router> {
+    /// As axum's `Router::into_make_service_with_connect_info`, for handlers that
+    /// extract `ConnectInfo<C>`:
+    /// `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
+    ///
+    /// (axum's `ServiceExt` has the same, but the method is ambiguous on a type
+    /// that `axum::serve` also takes as it is.)
+    #[must_use]
+    pub fn into_make_service_with_connect_info<C>(
+        self,
+    ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Self, C> {
+        let ready = Self {
+            inner: self.inner.with_state(()),
+            settings: self.settings,
+        };
+        axum::ServiceExt::<Request<Body>>::into_make_service_with_connect_info(ready)
+    }
+}
+
 /// Lets `axum::serve` take a wrapped router as it takes a bare one:
 /// `axum::serve(listener, DrainBodyLayer::new(limit).axum().layer(router))`.
 ///

@@ -134,3 +134,29 @@ async fn axum_flavour_around_router_served_directly() {
     assert_eq!((stats.read, stats.settled()), (1, 3), "{stats:?}");
     assert_eq!(stats.bytes_drained, 10_000, "{stats:?}");
 }
+
+/// The same, served with `ConnectInfo`: the handler sees the client's address.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn axum_flavour_around_router_with_connect_info() {
+    use axum::extract::ConnectInfo;
+
+    let (listener, addr) = bind().await;
+    let routes = router().route(
+        "/peer",
+        routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+            peer.ip().to_string()
+        }),
+    );
+    let app = layer().axum().layer(routes);
+    tokio::spawn(
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .into_future(),
+    );
+    ignored_bodies_keep_connection(addr).await;
+    let mut client = Client::connect(addr).await;
+    client
+        .send(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n".to_vec())
+        .await;
+    assert_ok(&client.response().await, "127.0.0.1");
+}
