@@ -75,7 +75,7 @@ enum State<B> {
 /// Where the body is when the response is ready.
 pub(crate) enum AtResponse<'a, B> {
     /// Still with the service (moved into a task, or into the response).
-    StillHeld(HeldSlot<'a, B>),
+    StillHeld(HeldBodyGuard<'a, B>),
     /// Read to its end.
     Finished,
     /// Dropped before its end.
@@ -83,9 +83,9 @@ pub(crate) enum AtResponse<'a, B> {
 }
 
 /// The handoff, locked, of a body the service still holds at the response.
-pub(crate) struct HeldSlot<'a, B>(MutexGuard<'a, State<B>>);
+pub(crate) struct HeldBodyGuard<'a, B>(MutexGuard<'a, State<B>>);
 
-impl<B> HeldSlot<'_, B> {
+impl<B> HeldBodyGuard<'_, B> {
     /// Leaves `plan` to run when the service drops the body.
     pub(crate) fn drain_when_dropped(mut self, plan: DrainWhenDropped<B>) {
         *self.0 = State::DrainWhenDropped(plan);
@@ -105,7 +105,7 @@ impl<B> Handoff<B> {
         }
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Done) {
-            State::WithService => AtResponse::StillHeld(HeldSlot(state)),
+            State::WithService => AtResponse::StillHeld(HeldBodyGuard(state)),
             State::DroppedUnfinished(unread) => AtResponse::Unfinished(unread),
             State::DroppedAtEnd | State::DrainWhenDropped(_) | State::Done => AtResponse::Finished,
         }
