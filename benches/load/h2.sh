@@ -30,9 +30,9 @@
 # for TLS (examples/hyper_auto_tls.rs): LingeringListener wraps the TCP
 # stream under tokio-rustls, the handshake runs in the connection's task.
 # nginx listens with `ssl http2` on its port, with an openssl-made P-256
-# certificate in OUT/tls (nginx's default TLS settings). The axum servers are
-# left out (axum::serve has no TLS; with axum-server the set-up is another
-# one), from SERVERS and BASELINE_SERVERS alike. At the end each `auto`
+# certificate in OUT/tls (nginx's default TLS settings, TLSv1.3 added). The
+# axum servers are left out (axum::serve has no TLS; with axum-server the
+# set-up is another one), from SERVERS and BASELINE_SERVERS alike. At the end each `auto`
 # server's log (OUT/server-auto.log) holds LingeringListener::stats(), and
 # machine.txt the TLS version, cipher and ALPN protocol h2load got from each
 # server.
