@@ -31,8 +31,13 @@ TASKS = [
     ("runtime", r"^tokio::runtime::(scheduler|park|io::driver|time::Driver|driver)"),
     ("accept loop", r"^load::server::serve_(plain|lingering)|^load::server::serve_main|axum::serve::|^tokio::runtime::park::CachedParkThread::block_on"),
     ("connection task", r"^load::server::spawn_connection::\{\{closure\}\}|hyper::proto::h1::dispatch::Dispatcher|hyper_util::server::conn::auto|axum::serve::.*handle_connection"),
-    ("drain task", r"^linger::drain::background::drain"),
-    ("linger task", r"^linger::lingering::io::spawn_close::\{\{closure\}\}|<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll"),
+    # The drain's task: Drainer::spawn's future (src/drain/drainer.rs; before the
+    # restructure, drain::background::drain).
+    ("drain task", r"^linger::drain::drainer::Drainer<.*>::spawn::\{\{closure\}\}|^linger::drain::background::drain"),
+    # The lingering close's task: the future of mode::finish_in_background
+    # (src/lingering/mode.rs; before, io::spawn_close). Both run in_current_span,
+    # under tracing's Instrumented, which the closures nested in it override.
+    ("linger task", r"^linger::lingering::mode::finish_in_background(<.*>)?::\{\{closure\}\}|^linger::lingering::io::spawn_close::\{\{closure\}\}|<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll"),
 ]
 
 # What a sample is doing, from the user-space side: the first frame from the
@@ -43,7 +48,7 @@ WHAT = [
     ("body channel", r"^<?hyper::body::(chan|incoming)|atomic_waker"),
     ("linger: discard", r"^<?linger::lingering::discard"),
     ("linger: close", r"^<?linger::lingering::"),
-    ("drain", r"^<?linger::drain::(background|drainer|future|body|held|counters)"),
+    ("drain", r"^<?linger::drain::(decision|drainer|future|body|counters|background|held)"),
     ("hyper read path", r"^<?hyper::proto::h1::(io::Buffered<T,B>( as hyper::proto::h1::io::MemRead>)?::(poll_read_from_io|read_mem)|decode::|conn::Conn<I,B,T>::(poll_read_body|poll_drain_or_close_read))|^<?bytes::bytes_mut"),
     ("hyper write (flush)", r"^<?hyper::proto::h1::io::Buffered<T,B>::poll_flush"),
     ("hyper shutdown", r"^<?hyper::proto::h1::(conn::Conn<I,B,T>::poll_shutdown|dispatch::Dispatcher<D,Bs,I,T>::poll_shutdown)"),

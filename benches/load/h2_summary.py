@@ -3,7 +3,9 @@
 
     python3 benches/load/h2_summary.py target/load/h2-*/results.tsv [machine.txt]
 
-req/s is a median over the rounds; a ratio is the median of the per-round
+The heading says the transport: h2c (prior knowledge), or TLS (h2 by ALPN)
+when machine.txt says `transport: TLS, ...` (h2.sh's TLS=1); runs without
+that line were h2c. req/s is a median over the rounds; a ratio is the median of the per-round
 ratios to the server's twin without linger (auto -> auto-bare, axum ->
 axum-bare, X@rev -> X's twin in the same round).
 """
@@ -22,11 +24,18 @@ def fmt_int(x):
 
 
 def main():
+    machine = None
     if len(sys.argv) > 2:
         try:
-            print("```\n" + open(sys.argv[2]).read().strip() + "\n```")
+            machine = open(sys.argv[2]).read().strip()
         except OSError:
             pass
+    tls = machine is not None and any(
+        line.startswith("transport: TLS") for line in machine.splitlines())
+    print("## HTTP/2 over TLS (h2 by ALPN), h2load\n" if tls
+          else "## HTTP/2 cleartext (h2c, prior knowledge), h2load\n")
+    if machine is not None:
+        print("```\n" + machine + "\n```")
     rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
     if not rows:
         sys.exit("no results")

@@ -86,14 +86,22 @@ build_load_bin() {
 
 # nginx_prepare DIR PORT: writes DIR/nginx.conf from benches/load/nginx.conf
 # (listening on 127.0.0.1:PORT) and the 8 MiB file that answers POST /big.
-# PORT may carry listen options ("18380 http2"). Start nginx with: nginx -p DIR -c DIR/nginx.conf. Started as root, nginx's
+# PORT may carry listen options ("18380 http2", "18380 ssl http2"); with
+# NGINX_TLS_CERT and NGINX_TLS_KEY set (PEM files), the config names them as
+# ssl_certificate and ssl_certificate_key, and adds TLSv1.3 to ssl_protocols
+# (nginx before 1.23.4 offers only up to TLSv1.2 by default; with it, h2load
+# gets TLSv1.3 as from the Rust servers). Start nginx with: nginx -p DIR -c DIR/nginx.conf. Started as root, nginx's
 # worker runs as nobody: DIR and its parent (the script's mktemp -d, mode
 # 700) are made traversable so that it can open the file.
 nginx_prepare() {
     local dir="$1" port="$2"
     mkdir -p "$dir/www"
     chmod go+x "$(dirname "$dir")" "$dir" "$dir/www"
-    sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$port#g" "$LOAD_HERE/nginx.conf" >"$dir/nginx.conf"
+    local tls=()
+    if [ -n "${NGINX_TLS_CERT:-}" ]; then
+        tls=(-e "s#^\( *\)\# @TLS@.*#\1ssl_certificate $NGINX_TLS_CERT;\n\1ssl_certificate_key $NGINX_TLS_KEY;\n\1ssl_protocols TLSv1.2 TLSv1.3;#")
+    fi
+    sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$port#g" "${tls[@]}" "$LOAD_HERE/nginx.conf" >"$dir/nginx.conf"
     [ -f "$dir/www/big" ] || head -c $((8 * 1024 * 1024)) /dev/zero | tr '\0' x >"$dir/www/big"
 }
 

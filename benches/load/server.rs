@@ -1,9 +1,10 @@
 //! The servers, written as the README writes them.
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,11 +12,15 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use hyper_util::service::TowerToHyperService;
 use linger::{DrainBody, DrainBodyLayer, LingeringListener};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +117,11 @@ pub fn serve_main(name: &str, addr: &str) -> ExitCode {
         eprintln!("load: bad address {addr:?}");
         return ExitCode::from(2);
     };
+    let tls = tls();
+    if tls && !matches!(server, Server::Auto | Server::AutoBare) {
+        eprintln!("load: LOAD_TLS=1 serves only `auto` and `auto-bare` (axum::serve has no TLS)");
+        return ExitCode::from(2);
+    }
     let runtime = runtime(None, || {});
     runtime.block_on(async {
         let tcp = match TcpListener::bind(addr).await {
@@ -121,7 +131,11 @@ pub fn serve_main(name: &str, addr: &str) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        serve(server, tcp).await;
+        if tls {
+            serve_auto_tls(tcp, server == Server::Auto).await;
+        } else {
+            serve(server, tcp).await;
+        }
         ExitCode::SUCCESS
     })
 }
@@ -158,6 +172,12 @@ pub async fn serve(server: Server, tcp: TcpListener) {
 /// by default, as in the README (axum's `serve` does not set it either).
 fn nodelay() -> bool {
     std::env::var_os("LOAD_NODELAY").is_some_and(|v| v == "1")
+}
+
+/// Whether `LOAD_TLS=1` asks for the `auto` servers over TLS (`h2.sh`'s
+/// `TLS=1`); off by default.
+fn tls() -> bool {
+    std::env::var_os("LOAD_TLS").is_some_and(|v| v == "1")
 }
 
 /// A number from the environment (`LOAD_H2_*`), for the HTTP/2 settings of
@@ -266,17 +286,11 @@ async fn serve_lingering(tcp: TcpListener, layered: bool) {
     }
 }
 
-/// The README's hyper form for HTTP/1 and HTTP/2 on one port (`auto`), with
-/// `linger` (`layered`) or without it at all. `LOAD_H2_WINDOW` (initial
-/// stream and connection windows, bytes), `LOAD_H2_FRAME` (max frame size)
-/// and `LOAD_H2_ADAPTIVE=1` change hyper's HTTP/2 settings; unset, hyper's
-/// defaults, as in the README.
-async fn serve_auto(tcp: TcpListener, layered: bool) {
-    use hyper_util::rt::TokioExecutor;
-    use hyper_util::server::conn::auto;
-
-    let nodelay = nodelay();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// hyper-util's `auto` builder of the `auto` servers: hyper's defaults, unless
+/// `LOAD_H2_WINDOW` (initial stream and connection windows, bytes),
+/// `LOAD_H2_FRAME` (max frame size) or `LOAD_H2_ADAPTIVE=1` say otherwise.
+fn auto_builder() -> AutoBuilder<TokioExecutor> {
+    let mut builder = AutoBuilder::new(TokioExecutor::new());
     {
         let mut h2 = builder.http2();
         if let Some(window) = env_u32("LOAD_H2_WINDOW") {
@@ -290,6 +304,15 @@ async fn serve_auto(tcp: TcpListener, layered: bool) {
             h2.adaptive_window(true);
         }
     }
+    builder
+}
+
+/// The README's hyper form for HTTP/1 and HTTP/2 on one port (`auto`), with
+/// `linger` (`layered`) or without it at all; HTTP/2 settings from
+/// [`auto_builder`] (unset, hyper's defaults, as in the README).
+async fn serve_auto(tcp: TcpListener, layered: bool) {
+    let nodelay = nodelay();
+    let builder = auto_builder();
     if layered {
         let listener = LingeringListener::new(tcp);
         loop {
@@ -333,6 +356,131 @@ async fn serve_auto(tcp: TcpListener, layered: bool) {
                     .await;
             });
         }
+    }
+}
+
+/// How long a client may take to finish the TLS handshake, as in
+/// `examples/hyper_auto_tls.rs`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS acceptor with a fresh self-signed certificate for `localhost` and
+/// `127.0.0.1` (rcgen's default key, ECDSA P-256) and ALPN `h2` and
+/// `http/1.1`, as `examples/hyper_auto_tls.rs` makes it.
+fn tls_acceptor() -> io::Result<TlsAcceptor> {
+    // Only `ring` is compiled in; installing it explicitly keeps
+    // `ServerConfig::builder` working if another crate enables a second
+    // provider. An error just means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(names).map_err(io::Error::other)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .map_err(io::Error::other)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Resolves at SIGTERM (the harness's `kill`), so that the TLS servers can
+/// say how their connections closed; never elsewhere.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            term.recv().await;
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// The `auto` servers over TLS (`LOAD_TLS=1`, `h2.sh`'s `TLS=1`), as the
+/// README advises and `examples/hyper_auto_tls.rs` does: with `linger`
+/// (`layered`), `LingeringListener::accept` wraps the TCP stream *under* the
+/// TLS stream (so rustls's `close_notify` goes out before the staged close),
+/// and the handshake runs in the connection's task, within
+/// `HANDSHAKE_TIMEOUT`; `DrainBodyLayer` as in `serve_auto`. Without
+/// `layered`, the same loop without `linger`. At SIGTERM the loop stops and
+/// the lingering one prints `LingeringListener::stats()` on stderr (the
+/// server's log), then the process ends with its connections.
+async fn serve_auto_tls(tcp: TcpListener, layered: bool) {
+    let acceptor = match tls_acceptor() {
+        Ok(acceptor) => acceptor,
+        Err(e) => {
+            eprintln!("load: cannot make the TLS certificate: {e}");
+            return;
+        }
+    };
+    let nodelay = nodelay();
+    let builder = auto_builder();
+    let mut terminated = std::pin::pin!(terminated());
+    if layered {
+        let listener = LingeringListener::new(tcp);
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(_) => {
+                        accept_backoff().await;
+                        continue;
+                    }
+                },
+                () = &mut terminated => break,
+            };
+            if nodelay {
+                let _ = stream.get_ref().set_nodelay(true);
+            }
+            let service = ServiceBuilder::new()
+                .layer(DrainBodyLayer::new(256 * 1024))
+                .service_fn(handle::<DrainBody<Incoming>>);
+            let acceptor = acceptor.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                // `stream` is a `LingeringIo<TcpStream>`: TLS goes on top of it.
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                let _ = builder
+                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+                    .await;
+            });
+        }
+        eprintln!("load: stopped; {:?}", listener.stats());
+    } else {
+        loop {
+            let stream = tokio::select! {
+                accepted = tcp.accept() => match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(_) => {
+                        accept_backoff().await;
+                        continue;
+                    }
+                },
+                () = &mut terminated => break,
+            };
+            if nodelay {
+                let _ = stream.set_nodelay(true);
+            }
+            let service = ServiceBuilder::new().service_fn(handle::<Incoming>);
+            let acceptor = acceptor.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                let _ = builder
+                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+                    .await;
+            });
+        }
+        eprintln!("load: stopped");
     }
 }
 
