@@ -110,6 +110,14 @@ pub fn runtime(workers: Option<usize>, on_start: fn()) -> tokio::runtime::Runtim
 }
 
 pub fn serve_main(name: &str, addr: &str) -> ExitCode {
+    // `NAME+nodelay`: the server NAME with `TCP_NODELAY`, to run beside NAME.
+    let name = match name.strip_suffix("+nodelay") {
+        Some(name) => {
+            NODELAY.store(true, std::sync::atomic::Ordering::Relaxed);
+            name
+        }
+        None => name,
+    };
     let Some(server) = parse_server(name) else {
         return ExitCode::from(2);
     };
@@ -168,10 +176,15 @@ pub async fn serve(server: Server, tcp: TcpListener) {
     }
 }
 
-/// Whether `LOAD_NODELAY=1` asks for `TCP_NODELAY` on every server; off
-/// by default, as in the README (axum's `serve` does not set it either).
+/// Set for a server named `NAME+nodelay`.
+static NODELAY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `TCP_NODELAY` is set on every accepted connection: for a server
+/// named `NAME+nodelay`, or every server under `LOAD_NODELAY=1`; off by
+/// default (axum's `serve` does not set it either).
 fn nodelay() -> bool {
-    std::env::var_os("LOAD_NODELAY").is_some_and(|v| v == "1")
+    NODELAY.load(std::sync::atomic::Ordering::Relaxed)
+        || std::env::var_os("LOAD_NODELAY").is_some_and(|v| v == "1")
 }
 
 /// Whether `LOAD_TLS=1` asks for the `auto` servers over TLS (`h2.sh`'s

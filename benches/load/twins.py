@@ -2,6 +2,7 @@
 """Ratios of each server to its twin of another revision, from run.sh's results.tsv.
 
     python3 benches/load/twins.py target/load/run-*/results.tsv REV [REV...]
+    python3 benches/load/twins.py target/load/run-*/results.tsv +nodelay   # X+nodelay / X
 
 For every server X that also ran as X@REV: per round, X's req/s over X@REV's
 (and the server CPU time per request, the other way round would be inverted:
@@ -48,7 +49,10 @@ def main():
     pairs = []
     for rev in revs:
         for s in servers:
-            if "@" not in s and f"{s}@{rev}" in servers:
+            # `+SUFFIX`: each server X+SUFFIX against X (e.g. `+nodelay`).
+            if rev.startswith("+") and f"{s}{rev}" in servers:
+                pairs.append((f"{s}{rev}", s))
+            elif "@" not in s and f"{s}@{rev}" in servers:
                 pairs.append((s, f"{s}@{rev}"))
     if len(revs) > 1:
         for s in servers:
