@@ -18,7 +18,9 @@
 #   auto       the README's hyper form for HTTP/1 and HTTP/2 on one port:
 #              LingeringListener + DrainBodyLayer, hyper-util's auto builder
 #   auto-bare  the same loop without linger
-#   axum       the README's axum quick start, axum::serve with `http2`
+#   axum-around the README's axum quick start (the layer around the router),
+#              axum::serve with `http2`
+#   axum       the README's other axum form, `Router::layer`
 #   axum-bare  the same router without linger
 #   nginx      `listen ... http2` (h2c), the config of run.sh
 # Workloads: get (GET /), read16 (POST /read, 16 KiB read whole),
@@ -59,7 +61,7 @@ TLS="${TLS:-0}"
 if [ "$TLS" = 1 ]; then
     SERVERS="${SERVERS:-auto-bare auto nginx}"
 else
-    SERVERS="${SERVERS:-auto-bare auto axum-bare axum nginx}"
+    SERVERS="${SERVERS:-auto-bare auto axum-bare axum-around nginx}"
 fi
 WORKLOADS="${WORKLOADS:-get read16 ignore64 ignore1m}"
 BASELINE_REV="${BASELINE_REV:-}"

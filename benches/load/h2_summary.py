@@ -6,8 +6,9 @@
 The heading says the transport: h2c (prior knowledge), or TLS (h2 by ALPN)
 when machine.txt says `transport: TLS, ...` (h2.sh's TLS=1); runs without
 that line were h2c. req/s is a median over the rounds; a ratio is the median of the per-round
-ratios to the server's twin without linger (auto -> auto-bare, axum ->
-axum-bare, X@rev -> X's twin in the same round).
+ratios to the server's twin without linger (auto -> auto-bare, axum and
+axum-around -> axum-bare, X+nodelay -> its twin +nodelay, X@rev -> X's twin in
+the same round).
 """
 
 import csv
@@ -16,7 +17,8 @@ import sys
 from collections import defaultdict
 
 ORDER = ["get", "read16", "ignore64", "ignore1m"]
-TWIN = {"auto": "auto-bare", "axum": "axum-bare"}
+TWIN = {"auto": "auto-bare", "axum": "axum-bare", "axum-around": "axum-bare",
+        "axum-axumlayer": "axum-bare", "axum-identity": "axum-bare"}
 
 
 def fmt_int(x):
@@ -57,7 +59,10 @@ def main():
     workloads.sort(key=lambda w: ORDER.index(w) if w in ORDER else len(ORDER))
 
     def twin(s):
-        return TWIN.get(s.split("@")[0])
+        # X+nodelay's twin is its bare twin with TCP_NODELAY too.
+        base, _, nodelay = s.split("@")[0].partition("+")
+        t = TWIN.get(base)
+        return t and (f"{t}+{nodelay}" if nodelay else t)
 
     def ratio(w, s, key):
         t = twin(s)

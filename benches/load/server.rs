@@ -33,15 +33,18 @@ pub enum Server {
     Linger,
     /// Both: the README's hyper quick start.
     Both,
-    /// The README's axum quick start.
+    /// The README's other axum form (its quick start before issue 22):
+    /// `router.layer(DrainBodyLayer::new(..))`.
     Axum,
     /// The same axum router, without `linger`.
     AxumBare,
     /// The README's axum quick start with `DrainBodyLayer::axum()` on the
     /// router: `router.layer(DrainBodyLayer::new(..).axum())`.
     AxumAxumLayer,
-    /// The layer around the whole router, as the README's other form:
-    /// `DrainBodyLayer::new(..).axum().layer(router.with_state(()))`.
+    /// The README's axum quick start: the layer around the whole router,
+    /// `DrainBodyLayer::new(..).axum().layer(router)` (here `with_state(())` and
+    /// `into_make_service()`, which cost the same per request and also build
+    /// on revisions before `axum::serve` took the wrapped router as it is).
     AxumAround,
     /// No `linger`: the router with a layer that does nothing
     /// (`router.layer(tower::layer::util::Identity::new())`), for what
@@ -530,35 +533,44 @@ mod axum_app {
     /// axum's `http2` feature (`h2.sh`), `serve` speaks HTTP/2 too.
     pub(super) async fn serve(server: Server, tcp: TcpListener) {
         use axum::serve::ListenerExt as _;
+
+        if super::nodelay() {
+            let set_nodelay = |stream: &mut tokio::net::TcpStream| {
+                let _ = stream.set_nodelay(true);
+            };
+            serve_on(server, tcp.tap_io(set_nodelay)).await;
+        } else {
+            serve_on(server, tcp).await;
+        }
+    }
+
+    async fn serve_on<L>(server: Server, tcp: L)
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
+        // `into_make_service` below is axum's `ServiceExt` for revisions
+        // before `AxumDrainBodyService<Router>` had its own.
+        #[allow(unused_imports)]
         use axum::ServiceExt as _;
         use tower::Layer as _;
 
-        let set_nodelay = |stream: &mut tokio::net::TcpStream| {
-            let _ = stream.set_nodelay(true);
-        };
         let layer = DrainBodyLayer::new(256 * 1024);
-        let _ = match (server, super::nodelay()) {
-            (Server::Axum, false) => {
-                axum::serve(LingeringListener::new(tcp), router().layer(layer)).await
-            }
-            (Server::Axum, true) => {
-                let tcp = tcp.tap_io(set_nodelay);
-                axum::serve(LingeringListener::new(tcp), router().layer(layer)).await
-            }
-            (Server::AxumAxumLayer, _) => {
+        let _ = match server {
+            Server::Axum => axum::serve(LingeringListener::new(tcp), router().layer(layer)).await,
+            Server::AxumAxumLayer => {
                 let app = router().layer(layer.axum());
                 axum::serve(LingeringListener::new(tcp), app).await
             }
-            (Server::AxumAround, _) => {
+            Server::AxumAround => {
                 let app = layer.axum().layer(router().with_state(()));
                 axum::serve(LingeringListener::new(tcp), app.into_make_service()).await
             }
-            (Server::AxumIdentity, _) => {
+            Server::AxumIdentity => {
                 let app = router().layer(tower::layer::util::Identity::new());
                 axum::serve(tcp, app).await
             }
-            (_, false) => axum::serve(tcp, router()).await,
-            (_, true) => axum::serve(tcp.tap_io(set_nodelay), router()).await,
+            _ => axum::serve(tcp, router()).await,
         };
     }
 }

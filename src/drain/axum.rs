@@ -138,21 +138,34 @@ where
 }
 
 impl AxumDrainBodyService<Router> {
-    /// As axum's `Router::into_make_service_with_connect_info`, for handlers that
-    /// extract `ConnectInfo<C>`:
-    /// `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
+    /// As axum's `Router::into_make_service`; `axum::serve(listener, app)` needs
+    /// neither.
     ///
     /// (axum's `ServiceExt` has the same, but the method is ambiguous on a type
     /// that `axum::serve` also takes as it is.)
     #[must_use]
+    pub fn into_make_service(self) -> axum::routing::IntoMakeService<Self> {
+        axum::ServiceExt::<Request<Body>>::into_make_service(self.with_routes())
+    }
+
+    /// As axum's `Router::into_make_service_with_connect_info`, for handlers that
+    /// extract `ConnectInfo<C>`:
+    /// `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`.
+    ///
+    #[must_use]
     pub fn into_make_service_with_connect_info<C>(
         self,
     ) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Self, C> {
-        let ready = Self {
+        axum::ServiceExt::<Request<Body>>::into_make_service_with_connect_info(self.with_routes())
+    }
+
+    /// The handlers turned into routes once, as axum does when it serves a
+    /// `Router`, rather than on every request.
+    fn with_routes(self) -> Self {
+        Self {
             inner: self.inner.with_state(()),
             settings: self.settings,
-        };
-        axum::ServiceExt::<Request<Body>>::into_make_service_with_connect_info(ready)
+        }
     }
 }
 
@@ -174,9 +187,6 @@ where
     }
 
     fn call(&mut self, _stream: axum::serve::IncomingStream<'_, L>) -> Self::Future {
-        std::future::ready(Ok(Self {
-            inner: self.inner.clone().with_state(()),
-            settings: self.settings.clone(),
-        }))
+        std::future::ready(Ok(self.clone().with_routes()))
     }
 }
