@@ -2,9 +2,10 @@
 //! keep-alive HTTP/1.1: section 6 of BENCHMARKS.md, which explains goals and
 //! method.
 //!
-//! * axum (feature `axum`): `Router::layer(DrainBodyLayer::new(256 * 1024))`
-//!   served by `axum::serve(LingeringListener::new(tcp), app)`, against the
-//!   same `Router` without the layer served by `axum::serve(tcp, app)`.
+//! * axum (feature `axum`): `DrainBodyLayer::new(256 * 1024).axum()` around
+//!   the whole `Router`, served by `axum::serve(LingeringListener::new(tcp), app)`,
+//!   against the same `Router` without the layer served by
+//!   `axum::serve(tcp, app)`; and the other forms (`Router::layer`, ...).
 //! * hyper: the README's accept loop (`LingeringListener::accept`,
 //!   `ServiceBuilder` with the layer, `http1::Builder`), against the same
 //!   loop on the bare `TcpListener` without the layer.
@@ -83,10 +84,16 @@ enum Stack {
     #[cfg(feature = "axum")]
     /// `axum::serve(tcp, router)`.
     AxumBare,
-    /// The README's axum quick start:
-    /// `axum::serve(LingeringListener::new(tcp), router.layer(layer))`.
+    /// The README's axum quick start: `layer.axum()` around the whole router
+    /// (served through `with_state(())` and `into_make_service`, which cost the
+    /// same per request as `axum::serve(listener, app)` and build on older
+    /// revisions too).
     #[cfg(feature = "axum")]
     AxumReadme,
+    /// The README's other axum form (its quick start before issue 22):
+    /// `axum::serve(LingeringListener::new(tcp), router.layer(layer))`.
+    #[cfg(feature = "axum")]
+    AxumRouterLayer,
     #[cfg(feature = "axum")]
     AxumListenerOnly,
     #[cfg(feature = "axum")]
@@ -103,10 +110,6 @@ enum Stack {
     /// `router.layer(layer.axum())`.
     #[cfg(feature = "axum")]
     AxumReadmeAxumLayer,
-    /// `layer.axum()` around `router.with_state(())`, the form that adds no
-    /// allocation to a GET.
-    #[cfg(feature = "axum")]
-    AxumAxumLayerAroundRouter,
     /// The bare router with a layer that does nothing, `router.layer(Identity)`,
     /// and no `linger` at all: what axum's `Router::layer` itself costs.
     #[cfg(feature = "axum")]
@@ -125,6 +128,8 @@ impl Stack {
         #[cfg(feature = "axum")]
         Stack::AxumReadme,
         #[cfg(feature = "axum")]
+        Stack::AxumRouterLayer,
+        #[cfg(feature = "axum")]
         Stack::AxumListenerOnly,
         #[cfg(feature = "axum")]
         Stack::AxumLayerOnly,
@@ -134,8 +139,6 @@ impl Stack {
         Stack::AxumAroundRouterWithState,
         #[cfg(feature = "axum")]
         Stack::AxumReadmeAxumLayer,
-        #[cfg(feature = "axum")]
-        Stack::AxumAxumLayerAroundRouter,
         #[cfg(feature = "axum")]
         Stack::AxumIdentityLayer,
     ];
@@ -151,6 +154,8 @@ impl Stack {
             #[cfg(feature = "axum")]
             Stack::AxumReadme => "axum_readme",
             #[cfg(feature = "axum")]
+            Stack::AxumRouterLayer => "axum_router_layer",
+            #[cfg(feature = "axum")]
             Stack::AxumListenerOnly => "axum_listener_only",
             #[cfg(feature = "axum")]
             Stack::AxumLayerOnly => "axum_layer_only",
@@ -160,8 +165,6 @@ impl Stack {
             Stack::AxumAroundRouterWithState => "axum_layer_around_router_with_state",
             #[cfg(feature = "axum")]
             Stack::AxumReadmeAxumLayer => "axum_readme_axum_layer",
-            #[cfg(feature = "axum")]
-            Stack::AxumAxumLayerAroundRouter => "axum_axum_layer_around_router_with_state",
             #[cfg(feature = "axum")]
             Stack::AxumIdentityLayer => "axum_identity_layer",
         }
@@ -289,6 +292,11 @@ mod axum_app {
         let _ = match stack {
             Stack::AxumBare => axum::serve(tcp, router()).await,
             Stack::AxumReadme => {
+                let app = layer.axum().layer(router().with_state(()));
+                let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+                axum::serve(LingeringListener::new(tcp), make).await
+            }
+            Stack::AxumRouterLayer => {
                 axum::serve(LingeringListener::new(tcp), router().layer(layer)).await
             }
             Stack::AxumListenerOnly => axum::serve(LingeringListener::new(tcp), router()).await,
@@ -305,11 +313,6 @@ mod axum_app {
             }
             Stack::AxumReadmeAxumLayer => {
                 axum::serve(LingeringListener::new(tcp), router().layer(layer.axum())).await
-            }
-            Stack::AxumAxumLayerAroundRouter => {
-                let app = layer.axum().layer(router().with_state(()));
-                let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-                axum::serve(LingeringListener::new(tcp), make).await
             }
             Stack::AxumIdentityLayer => {
                 axum::serve(tcp, router().layer(tower::layer::util::Identity::new())).await
@@ -390,8 +393,8 @@ fn scenarios() -> Vec<Scenario> {
         ),
         #[cfg(feature = "axum")]
         (
-            "axum_axum_layer_around_router",
-            [Stack::AxumBare, Stack::AxumAxumLayerAroundRouter],
+            "axum_router_layer",
+            [Stack::AxumBare, Stack::AxumRouterLayer],
         ),
         #[cfg(feature = "axum")]
         (
