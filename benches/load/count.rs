@@ -8,8 +8,38 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, Workload};
+use crate::client::{Client, Tally, Workload};
+use crate::h2client::{H2Client, H2Workload};
 use crate::server;
+
+/// The client of a workload: HTTP/1 (`client.rs`) or HTTP/2 (`h2_*`).
+enum Driver {
+    Http1(Client),
+    Http2(H2Client),
+}
+
+impl Driver {
+    fn new(addr: std::net::SocketAddr, workload: &str) -> Option<Self> {
+        if let Some(h2) = H2Workload::from_name(workload) {
+            return Some(Self::Http2(H2Client::new(addr, h2)));
+        }
+        Workload::from_name(workload).map(|w| Self::Http1(Client::new(addr, w)))
+    }
+
+    fn run(&mut self, n: u64) {
+        match self {
+            Self::Http1(client) => client.run(n),
+            Self::Http2(client) => client.run(n),
+        }
+    }
+
+    fn tally(&self) -> Tally {
+        match self {
+            Self::Http1(client) => client.tally,
+            Self::Http2(client) => client.tally,
+        }
+    }
+}
 
 /// Counts `alloc`, `alloc_zeroed` and `realloc` calls made on server threads
 /// while [`COUNTING`] is set, and the bytes they ask for (a `realloc`: its
@@ -65,9 +95,10 @@ fn mark_server_thread() {
 }
 
 pub fn count_main(server: &str, workload: &str, n: &str, warm_up: &str) -> ExitCode {
-    let (Some(server), Some(workload), Ok(n), Ok(warm_up)) = (
+    let known = H2Workload::from_name(workload).is_some() || Workload::from_name(workload).is_some();
+    let (Some(server), true, Ok(n), Ok(warm_up)) = (
         server::parse_server(server),
-        Workload::from_name(workload),
+        known,
         n.parse::<u64>(),
         warm_up.parse::<u64>(),
     ) else {
@@ -89,14 +120,16 @@ pub fn count_main(server: &str, workload: &str, n: &str, warm_up: &str) -> ExitC
         server::serve(server, tcp).await;
     });
 
-    let mut client = Client::new(addr, workload);
+    let Some(mut client) = Driver::new(addr, workload) else {
+        return ExitCode::from(2);
+    };
     client.run(1);
     let idle_tasks = settle(&metrics, usize::MAX);
     client.run(warm_up);
     settle(&metrics, idle_tasks);
 
     COUNTING.store(true, Ordering::SeqCst);
-    let before = client.tally;
+    let before = client.tally();
     let started = Instant::now();
     client.run(n);
     let elapsed = started.elapsed();
@@ -104,7 +137,7 @@ pub fn count_main(server: &str, workload: &str, n: &str, warm_up: &str) -> ExitC
     COUNTING.store(false, Ordering::SeqCst);
     let allocs = SERVER_ALLOCS.load(Ordering::SeqCst);
     let bytes = SERVER_BYTES.load(Ordering::SeqCst);
-    let after = client.tally;
+    let after = client.tally();
 
     let per = |x: u64| x as f64 / n.max(1) as f64;
     println!(

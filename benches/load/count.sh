@@ -6,6 +6,9 @@
 #   WORKLOADS=rej64 SERVERS="plain both" benches/load/count.sh
 #   BASELINE_REV=d39598f benches/load/count.sh             # + the servers of d39598f
 #   BASELINE_REV="af856a0 f021807" benches/load/count.sh   # + those of two revisions
+#   SERVERS="auto-bare auto" WORKLOADS="h2_get h2_read16" benches/load/count.sh
+#   LOAD_FEATURES="axum,axum/http2" SERVERS="axum-bare axum-around" WORKLOADS=h2_get benches/load/count.sh
+#                   # HTTP/2 (h2c, hyper's client, one stream at a time: h2client.rs)
 #
 # Each figure comes from `load count SERVER WORKLOAD N WARM_UP`: the server
 # (a one-worker tokio runtime, as `taskset -c 0` gives the served binary) and
@@ -115,12 +118,14 @@ import csv, sys
 def n(x):
     return f"{x:,.0f}".replace(",", "\u202f")
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-base = {r["workload"]: r for r in rows if r["server"] == "plain"}
-axum_base = {r["workload"]: r for r in rows if r["server"] == "axum-bare"}
-print("| workload | server | allocations / request | bytes asked / request | instructions / request (server threads, user space) | added to its bare twin (`plain`; `axum-bare` for axum rows) |")
+by = {(r["server"], r["workload"]): r for r in rows}
+def bare_twin(server):
+    name = server.split("@")[0]
+    return "axum-bare" if name.startswith("axum") else "auto-bare" if name.startswith("auto") else "plain"
+print("| workload | server | allocations / request | bytes asked / request | instructions / request (server threads, user space) | added to its bare twin (`plain`; `axum-bare` for axum rows, `auto-bare` for auto rows) |")
 print("|---|---|---|---|---|---|")
 for r in rows:
-    b = (axum_base if r["server"].startswith("axum") and r["workload"] in axum_base else base).get(r["workload"])
+    b = by.get((bare_twin(r["server"]), r["workload"]))
     ir = r["instructions_per_request"]
     has_ir = ir not in ("-", "")
     added = ""

@@ -8,6 +8,8 @@
 //! ```text
 //! load serve  <server> <addr>                  serve until killed
 //! load count  <server> <workload> <n> [warm]   in-process: server + client, allocations per request
+//!                                              (workloads `h2_get`, `h2_read16`, `h2_ignore64`: HTTP/2,
+//!                                              servers `auto*`, and `axum*` built with `axum/http2`)
 //! load client <workload> <addr> <n>            the same client against any server (strace -c)
 //! load sendfirst <addr> <body_bytes> <rounds> [timeout_s]
 //!                                              POST /big, the whole body sent before reading
@@ -25,6 +27,7 @@
 
 mod client;
 mod count;
+mod h2client;
 mod sendfirst;
 mod server;
 

@@ -244,9 +244,9 @@ where
                     let len = u64::try_from(data.remaining()).unwrap_or(u64::MAX);
                     this.progress.bytes_read = this.progress.bytes_read.saturating_add(len);
                 }
-                // A Content-Length body is over with its last byte, even if
-                // the handler never polls for the `None` after it.
-                this.progress.ended = body.is_end_stream();
+                // A Content-Length body is over with its last byte even if the
+                // handler never polls for the `None` after it: `decide` asks the
+                // body once it is dropped, rather than this on every frame.
             }
             Poll::Ready(Some(Err(_))) => this.progress.failed = true,
             Poll::Ready(None) => this.progress.ended = true,
@@ -286,6 +286,46 @@ mod tests {
     use super::*;
     use crate::drain::counters::DrainCounters;
     use crate::drain::decision::{DrainPolicy, DrainWindow};
+
+    /// A Content-Length body whose last byte was read but whose `None` was
+    /// never polled is settled as read, by `decide`, not drained.
+    #[test]
+    fn a_body_read_to_its_last_byte_without_its_none_is_read() {
+        use crate::drain::decision::{decide, Decision, IoBeneath};
+
+        let policy = DrainPolicy {
+            limit: 1024,
+            timeout: Duration::ZERO,
+            wait_for_drain: false,
+            expects_continue: false,
+            request_closes: false,
+            multiplexed: false,
+        };
+        let counters = DrainCounters::new();
+        let handoff = Handoff::for_request();
+        let mut body = DrainBody::tracked(Full::new(Bytes::from_static(b"abc")), &handoff);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let frame = runtime.block_on(body.frame()).unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "abc");
+        drop(body);
+        let AtResponse::Unfinished(unread) = handoff.at_response() else {
+            panic!("the None was not polled: the layer decides");
+        };
+        let window = || DrainWindow::from_now(Duration::ZERO);
+        let decision = decide(
+            unread,
+            policy,
+            counters.pending_outcome(),
+            window,
+            IoBeneath::none(),
+            None,
+        );
+        assert!(matches!(decision, Decision::Settled { close: false }));
+        let stats = counters.snapshot();
+        assert_eq!((stats.read, stats.settled(), stats.bytes_drained), (1, 1, 0));
+    }
 
     /// The body's drop and the response's settling race on two threads:
     /// whichever comes first, the body is settled exactly once (taken by the

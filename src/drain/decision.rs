@@ -55,6 +55,8 @@ pub(crate) struct Progress {
     /// The service polled the body at least once (for `Expect: 100-continue`
     /// that means hyper has sent, or is about to send, `100 Continue`).
     pub(crate) polled: bool,
+    /// The service polled the body's `None`. (A body whose last byte was read
+    /// but whose `None` was not is found out by `decide`.)
     pub(crate) ended: bool,
     pub(crate) failed: bool,
     pub(crate) bytes_read: u64,
