@@ -126,6 +126,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         call_tracking_body(
             &mut self.inner,

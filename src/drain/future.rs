@@ -26,8 +26,10 @@ pin_project! {
         #[pin]
         inner: F,
         tracked: Option<TrackedBody<B>>,
-        // The drain the response waits for, and the response.
-        waiting: Option<(Waiting<B>, F::Output)>,
+        // The drain the response waits for, and the response: boxed, as it is
+        // rare (`wait_for_drain` with a drain that has to wait) and big, and
+        // every request moves this future (HTTP/2 into a task of its own).
+        waiting: Option<Box<(Waiting<B>, F::Output)>>,
     }
 }
 
@@ -86,9 +88,9 @@ where
             return this.inner.poll(cx);
         }
         loop {
-            if let Some((waiting, _)) = this.waiting.as_mut() {
-                let end = ready!(waiting.poll(cx));
-                if let Some((waiting, mut output)) = this.waiting.take() {
+            if let Some(waiting) = this.waiting.as_mut() {
+                let end = ready!(waiting.0.poll(cx));
+                if let Some((waiting, mut output)) = this.waiting.take().map(|boxed| *boxed) {
                     if let (Ok(response), false) = (&mut output, end == DrainEnd::Complete) {
                         mark_close(response, waiting.version);
                     }
@@ -103,7 +105,7 @@ where
             };
             match decide_at_response(tracked, response, cx) {
                 // Polled right away so that the deadline's timer is registered.
-                Some(waiting) => *this.waiting = Some((waiting, output)),
+                Some(waiting) => *this.waiting = Some(Box::new((waiting, output))),
                 None => return Poll::Ready(output),
             }
         }

@@ -66,6 +66,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         call_tracking_body(
             &mut self.inner,
@@ -80,6 +81,10 @@ where
 /// What both services (this one and the axum one) do: `untracked` or
 /// `tracked` turn the body into the inner service's body type, depending on
 /// whether the layer watches it.
+///
+/// Inline: the response future it returns is big, and built in place inside
+/// the caller's (hyper's) state only when the call is inlined there.
+#[inline]
 pub(crate) fn call_tracking_body<S, B, InnerBody, ResBody>(
     inner: &mut S,
     settings: &Settings,
