@@ -985,11 +985,7 @@ fn print_summary(
                 format!("{:.3} {}", cpu.throughput, cpu.range),
                 cpu.passes,
                 format!("≥ {goal}"),
-                if cpu.throughput >= goal {
-                    "yes"
-                } else {
-                    "NO"
-                }
+                if cpu.throughput >= goal { "yes" } else { "NO" }
             );
         }
         let [a, b, added] = m.allocations;

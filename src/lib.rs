@@ -22,10 +22,11 @@
 //! # async fn run() -> std::io::Result<()> {
 //! use axum::{routing::post, Router};
 //! use linger::{DrainBodyLayer, LingeringListener};
+//! use tower::Layer as _;
 //!
-//! let app = Router::new()
-//!     .route("/upload", post(|| async { "rejected without reading the body" }))
-//!     .layer(DrainBodyLayer::new(256 * 1024));
+//! let router = Router::new()
+//!     .route("/upload", post(|| async { "rejected without reading the body" }));
+//! let app = DrainBodyLayer::new(256 * 1024).axum().layer(router);
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(LingeringListener::new(tcp), app).await
 //! # }

@@ -95,7 +95,8 @@ fn mark_server_thread() {
 }
 
 pub fn count_main(server: &str, workload: &str, n: &str, warm_up: &str) -> ExitCode {
-    let known = H2Workload::from_name(workload).is_some() || Workload::from_name(workload).is_some();
+    let known =
+        H2Workload::from_name(workload).is_some() || Workload::from_name(workload).is_some();
     let (Some(server), true, Ok(n), Ok(warm_up)) = (
         server::parse_server(server),
         known,

@@ -287,20 +287,25 @@ mod tests {
     use crate::drain::counters::DrainCounters;
     use crate::drain::decision::{DrainPolicy, DrainWindow};
 
-    /// A Content-Length body whose last byte was read but whose `None` was
-    /// never polled is settled as read, by `decide`, not drained.
-    #[test]
-    fn a_body_read_to_its_last_byte_without_its_none_is_read() {
-        use crate::drain::decision::{decide, Decision, IoBeneath};
-
-        let policy = DrainPolicy {
+    /// An HTTP/1 body's policy: 1 KiB, no deadline, the response not held.
+    fn http1_policy() -> DrainPolicy {
+        DrainPolicy {
             limit: 1024,
             timeout: Duration::ZERO,
             wait_for_drain: false,
             expects_continue: false,
             request_closes: false,
             multiplexed: false,
-        };
+        }
+    }
+
+    /// A Content-Length body whose last byte was read but whose `None` was
+    /// never polled is settled as read, by `decide`, not drained.
+    #[test]
+    fn a_body_read_to_its_last_byte_without_its_none_is_read() {
+        use crate::drain::decision::{decide, Decision, IoBeneath};
+
+        let policy = http1_policy();
         let counters = DrainCounters::new();
         let handoff = Handoff::for_request();
         let mut body = DrainBody::tracked(Full::new(Bytes::from_static(b"abc")), &handoff);
@@ -324,7 +329,10 @@ mod tests {
         );
         assert!(matches!(decision, Decision::Settled { close: false }));
         let stats = counters.snapshot();
-        assert_eq!((stats.read, stats.settled(), stats.bytes_drained), (1, 1, 0));
+        assert_eq!(
+            (stats.read, stats.settled(), stats.bytes_drained),
+            (1, 1, 0)
+        );
     }
 
     /// The body's drop and the response's settling race on two threads:
@@ -332,14 +340,7 @@ mod tests {
     /// response, read, or run through the held-body plan, which counts it).
     #[test]
     fn drop_and_settle_race_settles_once() {
-        let policy = DrainPolicy {
-            limit: 1024,
-            timeout: Duration::ZERO,
-            wait_for_drain: false,
-            expects_continue: false,
-            request_closes: false,
-            multiplexed: false,
-        };
+        let policy = http1_policy();
         for ended in [false, true] {
             for _ in 0..2000 {
                 let counters = DrainCounters::new();

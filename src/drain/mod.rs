@@ -160,10 +160,13 @@
 //! tower-http 0.6 and 0.7 both work with it.
 //!
 //! With axum, `DrainBodyLayer::new(limit).axum()` is the same layer handing axum
-//! its own `Body` (`AxumDrainBodyLayer`, feature `axum`): around a whole
-//! `router.with_state(())` a request without a body then costs no allocation at
-//! all, where through `Router::layer` any layer costs the two allocations of
-//! axum's route wrapping (`BENCHMARKS.md`, section 6).
+//! its own `Body` (`AxumDrainBodyLayer`, feature `axum`). Around the whole router
+//! (`DrainBodyLayer::new(limit).axum().layer(router)`, which `axum::serve` takes
+//! as it takes a `Router`) a request without a body costs no allocation, and one
+//! with a body the one of axum's `Body::new`; through `Router::layer` any layer
+//! costs two more, axum's wrapping of each route, and `DrainBodyLayer` without
+//! `.axum()` one more again, axum boxing the body it is handed (`BENCHMARKS.md`,
+//! sections 10 and 11).
 //!
 //! # HTTP/2 and later
 //!
@@ -275,13 +278,19 @@
 //! # Example: axum
 //!
 //! ```
+//! # #[cfg(feature = "axum")]
+//! # fn example() {
 //! use axum::{routing::post, Router};
 //! use linger::DrainBodyLayer;
+//! use tower::Layer as _;
 //!
-//! let app: Router = Router::new()
-//!     .route("/ignore", post(|| async { "body ignored" }))
-//!     .layer(DrainBodyLayer::new(256 * 1024));
-//! # let _ = app;
+//! let routes = Router::new().route("/ignore", post(|| async { "body ignored" }));
+//! // Around the whole router, the README's form: `axum::serve(listener, app)`.
+//! let app = DrainBodyLayer::new(256 * 1024).axum().layer(routes.clone());
+//! // Or on it, as the last `.layer` call so that it is outermost.
+//! let app_too: Router = routes.layer(DrainBodyLayer::new(256 * 1024));
+//! # let _ = (app, app_too);
+//! # }
 //! ```
 //!
 //! # Example: hyper

@@ -135,7 +135,8 @@ async fn axum_flavour_around_router_served_directly() {
     assert_eq!(stats.bytes_drained, 10_000, "{stats:?}");
 }
 
-/// The same, served with `ConnectInfo`: the handler sees the client's address.
+/// The same, served with `ConnectInfo` on a tapped `LingeringListener`: the
+/// handler sees the client's address.
 #[cfg(feature = "axum")]
 #[tokio::test]
 async fn axum_flavour_around_router_with_connect_info() {
@@ -144,14 +145,20 @@ async fn axum_flavour_around_router_with_connect_info() {
     let (listener, addr) = bind().await;
     let routes = router().route(
         "/peer",
-        routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
-            peer.ip().to_string()
-        }),
+        routing::get(
+            |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() },
+        ),
     );
     let app = layer().axum().layer(routes);
+    // As the README writes it for axum 0.8: the listener tapped.
+    use axum::serve::ListenerExt as _;
+    let listener = linger::LingeringListener::new(listener).tap_io(|_| {});
     tokio::spawn(
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .into_future(),
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .into_future(),
     );
     ignored_bodies_keep_connection(addr).await;
     let mut client = Client::connect(addr).await;
