@@ -413,6 +413,61 @@ async fn terminated() {
     std::future::pending::<()>().await
 }
 
+/// The next stream `accept` gives (after a pause on an error), or `None` once
+/// `terminated` has resolved.
+async fn accept_or_stop<S, Accept>(
+    mut accept: impl FnMut() -> Accept,
+    terminated: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<S>
+where
+    Accept: std::future::Future<Output = io::Result<S>>,
+{
+    loop {
+        tokio::select! {
+            accepted = accept() => match accepted {
+                Ok(stream) => return Some(stream),
+                Err(_) => accept_backoff().await,
+            },
+            () = terminated.as_mut() => return None,
+        }
+    }
+}
+
+/// Serves one TLS connection in a task of its own: the handshake, within
+/// `HANDSHAKE_TIMEOUT`, then hyper-util's `auto` builder, with `DrainBodyLayer`
+/// in front of the handler when `layered`.
+fn spawn_tls_connection<I>(
+    acceptor: &TlsAcceptor,
+    builder: &AutoBuilder<TokioExecutor>,
+    stream: I,
+    layered: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let acceptor = acceptor.clone();
+    let builder = builder.clone();
+    tokio::spawn(async move {
+        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+        else {
+            return;
+        };
+        let io = TokioIo::new(tls);
+        let _ = if layered {
+            let service = ServiceBuilder::new()
+                .layer(DrainBodyLayer::new(256 * 1024))
+                .service_fn(handle::<DrainBody<Incoming>>);
+            builder
+                .serve_connection(io, TowerToHyperService::new(service))
+                .await
+        } else {
+            let service = ServiceBuilder::new().service_fn(handle::<Incoming>);
+            builder
+                .serve_connection(io, TowerToHyperService::new(service))
+                .await
+        };
+    });
+}
+
 /// The `auto` servers over TLS (`LOAD_TLS=1`, `h2.sh`'s `TLS=1`), as the
 /// README advises and `examples/hyper_auto_tls.rs` does: with `linger`
 /// (`layered`), `LingeringListener::accept` wraps the TCP stream *under* the
@@ -435,66 +490,22 @@ async fn serve_auto_tls(tcp: TcpListener, layered: bool) {
     let mut terminated = std::pin::pin!(terminated());
     if layered {
         let listener = LingeringListener::new(tcp);
-        loop {
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => stream,
-                    Err(_) => {
-                        accept_backoff().await;
-                        continue;
-                    }
-                },
-                () = &mut terminated => break,
-            };
+        while let Some((stream, _peer)) =
+            accept_or_stop(|| listener.accept(), &mut terminated).await
+        {
             if nodelay {
                 let _ = stream.get_ref().set_nodelay(true);
             }
-            let service = ServiceBuilder::new()
-                .layer(DrainBodyLayer::new(256 * 1024))
-                .service_fn(handle::<DrainBody<Incoming>>);
-            let acceptor = acceptor.clone();
-            let builder = builder.clone();
-            tokio::spawn(async move {
-                // `stream` is a `LingeringIo<TcpStream>`: TLS goes on top of it.
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                else {
-                    return;
-                };
-                let _ = builder
-                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-                    .await;
-            });
+            // `stream` is a `LingeringIo<TcpStream>`: TLS goes on top of it.
+            spawn_tls_connection(&acceptor, &builder, stream, true);
         }
         eprintln!("load: stopped; {:?}", listener.stats());
     } else {
-        loop {
-            let stream = tokio::select! {
-                accepted = tcp.accept() => match accepted {
-                    Ok((stream, _peer)) => stream,
-                    Err(_) => {
-                        accept_backoff().await;
-                        continue;
-                    }
-                },
-                () = &mut terminated => break,
-            };
+        while let Some((stream, _peer)) = accept_or_stop(|| tcp.accept(), &mut terminated).await {
             if nodelay {
                 let _ = stream.set_nodelay(true);
             }
-            let service = ServiceBuilder::new().service_fn(handle::<Incoming>);
-            let acceptor = acceptor.clone();
-            let builder = builder.clone();
-            tokio::spawn(async move {
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                else {
-                    return;
-                };
-                let _ = builder
-                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-                    .await;
-            });
+            spawn_tls_connection(&acceptor, &builder, stream, false);
         }
         eprintln!("load: stopped");
     }
