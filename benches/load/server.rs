@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto::Builder as AutoBuilder;
 use hyper_util::service::TowerToHyperService;
 use linger::{DrainBody, DrainBodyLayer, LingeringListener};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -269,13 +269,7 @@ where
 async fn serve_plain(tcp: TcpListener, layered: bool) {
     let nodelay = nodelay();
     loop {
-        let stream: TcpStream = match tcp.accept().await {
-            Ok((stream, _peer)) => stream,
-            Err(_) => {
-                accept_backoff().await;
-                continue;
-            }
-        };
+        let (stream, _peer) = next_stream(|| tcp.accept()).await;
         if nodelay {
             let _ = stream.set_nodelay(true);
         }
@@ -288,13 +282,7 @@ async fn serve_lingering(tcp: TcpListener, layered: bool) {
     let nodelay = nodelay();
     let listener = LingeringListener::new(tcp);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
-            Err(_) => {
-                accept_backoff().await;
-                continue;
-            }
-        };
+        let (stream, _peer) = next_stream(|| listener.accept()).await;
         if nodelay {
             let _ = stream.get_ref().set_nodelay(true);
         }
@@ -332,47 +320,43 @@ async fn serve_auto(tcp: TcpListener, layered: bool) {
     if layered {
         let listener = LingeringListener::new(tcp);
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _peer)) => stream,
-                Err(_) => {
-                    accept_backoff().await;
-                    continue;
-                }
-            };
+            let (stream, _peer) = next_stream(|| listener.accept()).await;
             if nodelay {
                 let _ = stream.get_ref().set_nodelay(true);
             }
-            let service = ServiceBuilder::new()
-                .layer(DrainBodyLayer::new(256 * 1024))
-                .service_fn(handle::<DrainBody<Incoming>>);
-            let builder = builder.clone();
-            tokio::spawn(async move {
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                    .await;
-            });
+            tokio::spawn(serve_auto_connection(builder.clone(), stream, true));
         }
     } else {
         loop {
-            let stream = match tcp.accept().await {
-                Ok((stream, _peer)) => stream,
-                Err(_) => {
-                    accept_backoff().await;
-                    continue;
-                }
-            };
+            let (stream, _peer) = next_stream(|| tcp.accept()).await;
             if nodelay {
                 let _ = stream.set_nodelay(true);
             }
-            let service = ServiceBuilder::new().service_fn(handle::<Incoming>);
-            let builder = builder.clone();
-            tokio::spawn(async move {
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                    .await;
-            });
+            tokio::spawn(serve_auto_connection(builder.clone(), stream, false));
         }
     }
+}
+
+/// Serves one connection with hyper-util's `auto` builder, with
+/// `DrainBodyLayer` in front of the handler when `layered`.
+async fn serve_auto_connection<I>(builder: AutoBuilder<TokioExecutor>, io: I, layered: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    let _ = if layered {
+        let service = ServiceBuilder::new()
+            .layer(DrainBodyLayer::new(256 * 1024))
+            .service_fn(handle::<DrainBody<Incoming>>);
+        builder
+            .serve_connection(io, TowerToHyperService::new(service))
+            .await
+    } else {
+        let service = ServiceBuilder::new().service_fn(handle::<Incoming>);
+        builder
+            .serve_connection(io, TowerToHyperService::new(service))
+            .await
+    };
 }
 
 /// How long a client may take to finish the TLS handshake, as in
@@ -413,29 +397,8 @@ async fn terminated() {
     std::future::pending::<()>().await
 }
 
-/// The next stream `accept` gives (after a pause on an error), or `None` once
-/// `terminated` has resolved.
-async fn accept_or_stop<S, Accept>(
-    mut accept: impl FnMut() -> Accept,
-    terminated: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-) -> Option<S>
-where
-    Accept: std::future::Future<Output = io::Result<S>>,
-{
-    loop {
-        tokio::select! {
-            accepted = accept() => match accepted {
-                Ok(stream) => return Some(stream),
-                Err(_) => accept_backoff().await,
-            },
-            () = terminated.as_mut() => return None,
-        }
-    }
-}
-
 /// Serves one TLS connection in a task of its own: the handshake, within
-/// `HANDSHAKE_TIMEOUT`, then hyper-util's `auto` builder, with `DrainBodyLayer`
-/// in front of the handler when `layered`.
+/// `HANDSHAKE_TIMEOUT`, then [`serve_auto_connection`].
 fn spawn_tls_connection<I>(
     acceptor: &TlsAcceptor,
     builder: &AutoBuilder<TokioExecutor>,
@@ -447,24 +410,10 @@ fn spawn_tls_connection<I>(
     let acceptor = acceptor.clone();
     let builder = builder.clone();
     tokio::spawn(async move {
-        let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-        else {
-            return;
-        };
-        let io = TokioIo::new(tls);
-        let _ = if layered {
-            let service = ServiceBuilder::new()
-                .layer(DrainBodyLayer::new(256 * 1024))
-                .service_fn(handle::<DrainBody<Incoming>>);
-            builder
-                .serve_connection(io, TowerToHyperService::new(service))
-                .await
-        } else {
-            let service = ServiceBuilder::new().service_fn(handle::<Incoming>);
-            builder
-                .serve_connection(io, TowerToHyperService::new(service))
-                .await
-        };
+        if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+        {
+            serve_auto_connection(builder, tls, layered).await;
+        }
     });
 }
 
@@ -490,9 +439,11 @@ async fn serve_auto_tls(tcp: TcpListener, layered: bool) {
     let mut terminated = std::pin::pin!(terminated());
     if layered {
         let listener = LingeringListener::new(tcp);
-        while let Some((stream, _peer)) =
-            accept_or_stop(|| listener.accept(), &mut terminated).await
-        {
+        loop {
+            let (stream, _peer) = tokio::select! {
+                accepted = next_stream(|| listener.accept()) => accepted,
+                () = &mut terminated => break,
+            };
             if nodelay {
                 let _ = stream.get_ref().set_nodelay(true);
             }
@@ -501,13 +452,30 @@ async fn serve_auto_tls(tcp: TcpListener, layered: bool) {
         }
         eprintln!("load: stopped; {:?}", listener.stats());
     } else {
-        while let Some((stream, _peer)) = accept_or_stop(|| tcp.accept(), &mut terminated).await {
+        loop {
+            let (stream, _peer) = tokio::select! {
+                accepted = next_stream(|| tcp.accept()) => accepted,
+                () = &mut terminated => break,
+            };
             if nodelay {
                 let _ = stream.set_nodelay(true);
             }
             spawn_tls_connection(&acceptor, &builder, stream, false);
         }
         eprintln!("load: stopped");
+    }
+}
+
+/// The next stream `accept` gives, after a pause on each error.
+async fn next_stream<S, Accept>(mut accept: impl FnMut() -> Accept) -> S
+where
+    Accept: std::future::Future<Output = io::Result<S>>,
+{
+    loop {
+        match accept().await {
+            Ok(stream) => return stream,
+            Err(_) => accept_backoff().await,
+        }
     }
 }
 
