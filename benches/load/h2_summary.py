@@ -64,65 +64,49 @@ def main():
         t = TWIN.get(base)
         return t and (f"{t}+{nodelay}" if nodelay else t)
 
-    def ratio(w, s, key):
+    def per_round(w, s, key):
+        """The per-round ratios of s to its twin, or [] without a twin."""
         t = twin(s)
         if t is None or (w, t) not in runs:
-            return None
+            return []
         mine, theirs = runs[(w, s)], runs[(w, t)]
-        pairs = [mine[r][key] / theirs[r][key] for r in mine if r in theirs and theirs[r][key]]
-        return statistics.median(pairs) if pairs else None
+        return [mine[r][key] / theirs[r][key] for r in mine if r in theirs and theirs[r][key]]
 
-    def spread(w, s):
-        t = twin(s)
-        if t is None or (w, t) not in runs:
-            return ""
-        mine, theirs = runs[(w, s)], runs[(w, t)]
-        pairs = [mine[r]["rps"] / theirs[r]["rps"] for r in mine if r in theirs and theirs[r]["rps"]]
-        return f" [{min(pairs):.2f}..{max(pairs):.2f}]" if len(pairs) > 1 else ""
+    def table(heading, cell):
+        """One row per server, one cell(got, w, s) per workload."""
+        print(heading)
+        print("| server | " + " | ".join(workloads) + " |")
+        print("|---|" + "---|" * len(workloads))
+        for s in servers:
+            cells = [cell(runs[(w, s)], w, s) if runs.get((w, s)) else "–" for w in workloads]
+            print(f"| {s} | " + " | ".join(cells) + " |")
 
-    print("\nRequests per second, median of the rounds; in brackets the median of the "
+    def rps_cell(got, w, s):
+        rps = statistics.median(g["rps"] for g in got.values())
+        lost = sum(g["lost"] for g in got.values())
+        non2xx = sum(g["non2xx"] for g in got.values())
+        cell = fmt_int(rps)
+        pairs = per_round(w, s, "rps")
+        if pairs:
+            spread = f" [{min(pairs):.2f}..{max(pairs):.2f}]" if len(pairs) > 1 else ""
+            cell += f" ({statistics.median(pairs):.2f}×{spread})"
+        cell += f"; lost {fmt_int(lost)}"
+        if non2xx:
+            cell += f", non-2xx {fmt_int(non2xx)}"
+        return cell
+
+    def cpu_cell(got, w, s):
+        cpu = statistics.median(g["cpu_us"] for g in got.values())
+        pairs = per_round(w, s, "cpu_us")
+        return f"{cpu:.1f}" + (f" ({statistics.median(pairs):.2f}×)" if pairs else "")
+
+    table("\nRequests per second, median of the rounds; in brackets the median of the "
           "per-round ratios to the twin without linger (`auto` / `auto-bare`, `axum` / "
           "`axum-bare`) and their range; then requests that got no response "
           "(h2load's failed + errored + timeout, summed over the rounds) and non-2xx "
-          "answers:\n")
-    print("| server | " + " | ".join(workloads) + " |")
-    print("|---|" + "---|" * len(workloads))
-    for s in servers:
-        cells = []
-        for w in workloads:
-            got = runs.get((w, s))
-            if not got:
-                cells.append("–")
-                continue
-            rps = statistics.median(g["rps"] for g in got.values())
-            r = ratio(w, s, "rps")
-            lost = sum(g["lost"] for g in got.values())
-            non2xx = sum(g["non2xx"] for g in got.values())
-            cell = fmt_int(rps)
-            if r is not None:
-                cell += f" ({r:.2f}×{spread(w, s)})"
-            cell += f"; lost {fmt_int(lost)}"
-            if non2xx:
-                cell += f", non-2xx {fmt_int(non2xx)}"
-            cells.append(cell)
-        print(f"| {s} | " + " | ".join(cells) + " |")
-
-    print("\nServer CPU time per response in µs (all its threads), median; in brackets "
-          "the median of per-round ratios to the twin (≤ 1 is cheaper):\n")
-    print("| server | " + " | ".join(workloads) + " |")
-    print("|---|" + "---|" * len(workloads))
-    for s in servers:
-        cells = []
-        for w in workloads:
-            got = runs.get((w, s))
-            if not got:
-                cells.append("–")
-                continue
-            cpu = statistics.median(g["cpu_us"] for g in got.values())
-            r = ratio(w, s, "cpu_us")
-            cells.append(f"{cpu:.1f}" + (f" ({r:.2f}×)" if r is not None else ""))
-        print(f"| {s} | " + " | ".join(cells) + " |")
-
+          "answers:\n", rps_cell)
+    table("\nServer CPU time per response in µs (all its threads), median; in brackets "
+          "the median of per-round ratios to the twin (≤ 1 is cheaper):\n", cpu_cell)
 
 if __name__ == "__main__":
     main()
