@@ -53,8 +53,8 @@ impl DrainBodyLayer {
 /// body on every request and the two allocations of `Router::layer`'s own
 /// wrapping of each route; on `Router::layer`, it saves the boxing of bodies the
 /// layer does not track. `axum::serve` takes the wrapped router as it is
-/// (`into_make_service_with_connect_info` from axum's `ServiceExt` for
-/// `ConnectInfo`).
+/// ([`into_make_service_with_connect_info`](AxumDrainBodyService::into_make_service_with_connect_info)
+/// for `ConnectInfo`).
 ///
 /// # Example
 ///

@@ -139,22 +139,41 @@ async fn a_panicking_hyper_handler_gets_a_staged_close() {
     ten_panics_mid_upload(addr, &group).await;
 }
 
+/// A router whose `/upload` handler panics, and a `LingeringListener` to serve it on.
 #[cfg(feature = "axum")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_axum_handler_gets_a_staged_close() {
+async fn panicking_axum() -> (axum::Router, LingeringListener, SocketAddr) {
     use axum::routing::post;
 
     async fn panics() -> &'static str {
         panic!("the handler panics (a test of connection_ends)")
     }
-    // The README's axum setup, without `CatchPanicLayer`.
-    let app = axum::Router::new()
-        .route("/upload", post(panics))
-        .layer(DrainBodyLayer::new(256 * 1024));
     let tcp = bind().await;
     let addr = tcp.local_addr().unwrap();
-    let listener = LingeringListener::new(tcp);
+    let routes = axum::Router::new().route("/upload", post(panics));
+    (routes, LingeringListener::new(tcp), addr)
+}
+
+/// The README's axum quick start (the layer around the router), without
+/// `CatchPanicLayer`.
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_axum_handler_gets_a_staged_close() {
+    use tower::Layer as _;
+
+    let (routes, listener, addr) = panicking_axum().await;
     let group = listener.group().clone();
+    let app = DrainBodyLayer::new(256 * 1024).axum().layer(routes);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    ten_panics_mid_upload(addr, &group).await;
+}
+
+/// The same with the layer on the router (`Router::layer`).
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_axum_handler_under_router_layer_gets_a_staged_close() {
+    let (routes, listener, addr) = panicking_axum().await;
+    let group = listener.group().clone();
+    let app = routes.layer(DrainBodyLayer::new(256 * 1024));
     tokio::spawn(async move { axum::serve(listener, app).await });
     ten_panics_mid_upload(addr, &group).await;
 }
