@@ -82,7 +82,7 @@ where
 /// `tracked` turn the body into the inner service's body type, depending on
 /// whether the layer watches it.
 ///
-/// Inline: the response future it returns is big, and built in place inside
+/// Inline: the response future it returns is built in place inside
 /// the caller's (hyper's) state only when the call is inlined there.
 #[inline]
 pub(crate) fn call_tracking_body<S, B, InnerBody, ResBody>(
